@@ -1,0 +1,10 @@
+"""ddnb: the executable edition of "What is Dataset Distillation Learning?" (Yang et al., ICML 2024).
+
+Data flows one way: ``data -> distill -> store -> analysis -> notebook -> book``.
+"""
+
+__version__ = "0.1.0"
+
+from ddnb.errors import DdnbError
+
+__all__ = ["DdnbError", "__version__"]

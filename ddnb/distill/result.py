@@ -1,0 +1,65 @@
+"""``Distilled``: the one result type of every distiller (and of imported sets)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ddnb.data.dataset import InputTransform
+from ddnb.errors import DdnbError
+from ddnb.store import Artifact, load_artifact, save_artifact
+
+KIND = "distilled"
+
+
+@dataclass
+class Distilled:
+    """A small synthetic training set in model-input space.
+
+    ``images`` float32 [M, C, H, W] (normalised like the real data; may leave the real range),
+    ``labels`` int64 [M] (class-major) or soft targets float32 [M, classes], ``lr`` the learned
+    learning rate where the method has one, ``losses`` the distillation loss per step.
+    ``config`` is what made it (method, data, ipc, seed, options); ``meta`` holds class names etc.
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    config: dict[str, Any]
+    transform: InputTransform
+    lr: float | None = None
+    losses: torch.Tensor = field(default_factory=lambda: torch.empty(0))
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ipc(self) -> int:
+        """Images per class (assumes a balanced set)."""
+        return len(self.images) // max(1, len(self.meta.get("classes", [])) or int(self.labels.max()) + 1)
+
+    def pixels(self) -> torch.Tensor:
+        """The images as pixels [M, C, H, W] (un-normalised; not clipped to [0, 1])."""
+        return self.transform.decode(self.images)
+
+    def save(self, path: str | Path) -> Path:
+        """Write as a verified artifact (safetensors + JSON sidecar)."""
+        tensors = {"images": self.images, "labels": self.labels, "losses": self.losses}
+        tensors |= {f"transform.{k}": v for k, v in self.transform.tensors().items()}
+        return save_artifact(path, tensors, self.config, self.meta | {"lr": self.lr}, kind=KIND)
+
+    @classmethod
+    def load(cls, path: str | Path, device: torch.device | str = "cpu") -> "Distilled":
+        """Read a distilled set written by :meth:`save` (checksums verified)."""
+        return cls.from_artifact(load_artifact(path, device))
+
+    @classmethod
+    def from_artifact(cls, artifact: Artifact) -> "Distilled":
+        """Rebuild from a loaded artifact."""
+        tensors = artifact.tensors
+        if "images" not in tensors or "labels" not in tensors:
+            raise DdnbError(f"{artifact.path} is not a distilled set (no images/labels tensors)")
+        named = {k.split(".", 1)[1]: v for k, v in tensors.items() if k.startswith("transform.")}
+        transform = InputTransform(**named)
+        meta = dict(artifact.meta)
+        return cls(tensors["images"], tensors["labels"], artifact.config, transform, meta.pop("lr", None), tensors["losses"], meta)

@@ -1,0 +1,190 @@
+"""Artifacts on disk: safetensors for tensors, a JSON sidecar for everything else.
+
+Every artifact is a pair ``NAME.safetensors`` + ``NAME.json``. The JSON holds the config that made
+the tensors, the ddnb version, the seed, and the sha256 of the tensor file; the tensor file's own
+header holds the sha256 of the config, so editing either file is detected on load. Writes are atomic
+(temporary file, fsync, rename; tensors first, JSON last), so a killed process never leaves a file
+that looks complete. Nothing is ever unpickled.
+
+``Store`` keys artifacts by a hash of ``(kind, config)`` so a rerun with the same config finds its
+result instead of recomputing it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save as safetensors_bytes
+
+from ddnb import __version__
+from ddnb.errors import DdnbError
+
+FORMAT = "ddnb-artifact/1"
+SUFFIX = ".safetensors"
+
+
+@dataclass
+class Artifact:
+    """Tensors plus the config that made them and free-form metadata (JSON-serialisable)."""
+
+    tensors: dict[str, torch.Tensor]
+    config: dict[str, Any]
+    meta: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+
+
+def canonical_json(value: Any) -> str:
+    """Deterministic JSON text (sorted keys, no spaces) used for hashing configs."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def config_key(kind: str, config: dict[str, Any]) -> str:
+    """16 hex digits identifying ``(kind, config)``."""
+    return hashlib.sha256(canonical_json({"kind": kind, "config": config}).encode()).hexdigest()[:16]
+
+
+def _sidecar(path: Path) -> Path:
+    return path.with_suffix(".json")
+
+
+def artifact_path(path: str | Path) -> Path:
+    """Normalise a user path to the ``.safetensors`` file of an artifact."""
+    path = Path(path)
+    return path if path.suffix == SUFFIX else path.with_name(path.name + SUFFIX)
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def save_artifact(
+    path: str | Path,
+    tensors: dict[str, torch.Tensor],
+    config: dict[str, Any],
+    meta: dict[str, Any] | None = None,
+    kind: str = "artifact",
+) -> Path:
+    """Write ``tensors`` and their sidecar atomically; returns the ``.safetensors`` path."""
+    path = artifact_path(path)
+    config_hash = hashlib.sha256(canonical_json(config).encode()).hexdigest()
+    payload = {name: tensor.detach().cpu().contiguous() for name, tensor in tensors.items()}
+    data = safetensors_bytes(payload, metadata={"format": FORMAT, "config_sha256": config_hash})
+    sidecar = {
+        "format": FORMAT,
+        "kind": kind,
+        "config": json.loads(canonical_json(config)),
+        "meta": json.loads(canonical_json(meta or {})),
+        "seed": config.get("seed"),
+        "ddnb_version": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "sha256": hashlib.sha256(data).hexdigest(),
+    }
+    _sidecar(path).unlink(missing_ok=True)  # an old sidecar must never vouch for new tensors
+    _atomic_write(path, data)
+    _atomic_write(_sidecar(path), json.dumps(sidecar, indent=1, sort_keys=True).encode())
+    return path
+
+
+def read_sidecar(path: str | Path) -> dict[str, Any]:
+    """The JSON sidecar of an artifact, without loading or verifying tensors."""
+    path = artifact_path(path)
+    if not path.exists():
+        raise DdnbError(f"no artifact at {path}")
+    if not _sidecar(path).exists():
+        raise DdnbError(f"{path} has no sidecar {_sidecar(path).name}: incomplete artifact, not used")
+    try:
+        sidecar = json.loads(_sidecar(path).read_text())
+    except json.JSONDecodeError as error:
+        raise DdnbError(f"{_sidecar(path)} is not valid JSON ({error}): corrupt artifact, not used") from None
+    if sidecar.get("format") != FORMAT:
+        raise DdnbError(f"{_sidecar(path)} is not a ddnb artifact sidecar")
+    return sidecar
+
+
+def load_artifact(path: str | Path, device: torch.device | str = "cpu") -> Artifact:
+    """Load and verify an artifact; a corrupt or tampered pair raises ``DdnbError``."""
+    path = artifact_path(path)
+    sidecar = read_sidecar(path)
+    data = path.read_bytes()
+    if hashlib.sha256(data).hexdigest() != sidecar["sha256"]:
+        raise DdnbError(f"{path} does not match the checksum in its sidecar: corrupt or modified, not used")
+    config_hash = hashlib.sha256(canonical_json(sidecar["config"]).encode()).hexdigest()
+    try:
+        tensors = load_file(path, device=str(device))
+        header = _safetensors_metadata(data)
+    except (SafetensorError, ValueError) as error:
+        raise DdnbError(f"{path} is not a readable safetensors file ({error})") from None
+    if header.get("config_sha256") != config_hash:
+        raise DdnbError(f"the config in {_sidecar(path)} was modified after the tensors were written; not used")
+    return Artifact(tensors, sidecar["config"], sidecar["meta"], path)
+
+
+def _safetensors_metadata(data: bytes) -> dict[str, str]:
+    header_length = int.from_bytes(data[:8], "little")
+    return json.loads(data[8 : 8 + header_length]).get("__metadata__", {})
+
+
+def default_root() -> Path:
+    """``$DDNB_STORE``, else ``$XDG_CACHE_HOME/ddnb``, else ``~/.cache/ddnb``."""
+    if os.environ.get("DDNB_STORE"):
+        return Path(os.environ["DDNB_STORE"])
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "ddnb"
+
+
+class Store:
+    """A folder of artifacts keyed by ``(kind, config)``: ``ROOT/KIND/KEY.safetensors`` + ``.json``."""
+
+    def __init__(self, root: str | Path | None = None):
+        self.root = Path(root) if root is not None else default_root()
+
+    def path(self, kind: str, config: dict[str, Any]) -> Path:
+        """Where the artifact for ``(kind, config)`` lives (whether or not it exists)."""
+        return self.root / kind / (config_key(kind, config) + SUFFIX)
+
+    def exists(self, kind: str, config: dict[str, Any]) -> bool:
+        """True when a complete artifact (tensors and sidecar) exists for ``(kind, config)``."""
+        path = self.path(kind, config)
+        return path.exists() and _sidecar(path).exists()
+
+    def save(self, kind: str, config: dict[str, Any], tensors: dict[str, torch.Tensor], meta: dict | None = None) -> Path:
+        """Write the artifact for ``(kind, config)``, replacing any previous one."""
+        return save_artifact(self.path(kind, config), tensors, config, meta, kind)
+
+    def load(self, kind: str, config: dict[str, Any], device: torch.device | str = "cpu") -> Artifact:
+        """Load and verify the artifact for ``(kind, config)``."""
+        return load_artifact(self.path(kind, config), device)
+
+    def get_or_make(
+        self, kind: str, config: dict[str, Any], make: Callable[[], tuple[dict[str, torch.Tensor], dict]]
+    ) -> Artifact:
+        """Load the artifact if it exists, else call ``make() -> (tensors, meta)``, save and return it."""
+        if self.exists(kind, config):
+            return self.load(kind, config)
+        tensors, meta = make()
+        path = self.save(kind, config, tensors, meta)
+        return Artifact(tensors, json.loads(canonical_json(config)), json.loads(canonical_json(meta)), path)
+
+    def remove(self, kind: str, config: dict[str, Any]) -> None:
+        """Delete the artifact for ``(kind, config)`` if present (e.g. a checkpoint after completion)."""
+        path = self.path(kind, config)
+        _sidecar(path).unlink(missing_ok=True)
+        path.unlink(missing_ok=True)

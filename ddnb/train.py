@@ -1,0 +1,239 @@
+"""Training protocols as data, one training loop, and ``evaluate``.
+
+A ``Protocol`` says how a network is trained (optimiser, batch, length, schedule, augmentation);
+``train`` runs it on tensors already in memory; ``evaluate`` returns accuracy plus per-image
+predictions and losses. Every random draw (batch order, augmentation) comes from ``seed``; network
+initialisation comes from the seed given to ``ddnb.nets.build_net``. On the CPU the same seeds give
+the same numbers bit for bit.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field, replace
+from typing import Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from ddnb import augment
+from ddnb.errors import DdnbError
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """How to train a network: SGD with momentum, a batch policy, a length and an lr schedule."""
+
+    name: str = field(metadata={"help": "the protocol's name"})
+    lr: float = field(default=0.01, metadata={"help": "SGD learning rate"})
+    momentum: float = field(default=0.9, metadata={"help": "SGD momentum"})
+    weight_decay: float = field(default=0.0, metadata={"help": "L2 weight decay"})
+    batch_size: int | None = field(default=None, metadata={"help": "mini-batch size; None trains full batch"})
+    steps: int | None = field(default=None, metadata={"help": "length in iterations (exclusive with epochs)"})
+    epochs: int | None = field(default=None, metadata={"help": "length in passes over the data"})
+    decay_at_half: bool = field(default=False, metadata={"help": "multiply lr by 0.1 half-way through"})
+    augment: bool = field(default=False, metadata={"help": "DSA augmentation, drawn per image, every iteration"})
+
+    def iterations(self, n: int) -> int:
+        """Total number of SGD updates on ``n`` training images."""
+        if self.steps is not None:
+            return self.steps
+        per_epoch = 1 if self.batch_size is None else math.ceil(n / self.batch_size)
+        return per_epoch * (self.epochs or 0)
+
+
+PROTOCOLS = {
+    # The paper's analyses: full batch, no weight decay, no augmentation, 300 steps.
+    "paper300": Protocol("paper300", steps=300),
+    # DC's evaluation protocol (Zhao et al. 2021) and DSA/DM/MTT's (Zhao & Bilen 2021, Cazenavette et al. 2022).
+    "dc300": Protocol("dc300", batch_size=256, epochs=300, weight_decay=5e-4, decay_at_half=True),
+    "dsa1000": Protocol("dsa1000", batch_size=256, epochs=1000, weight_decay=5e-4, decay_at_half=True, augment=True),
+    # Training on real data as in the paper's dynamics analyses: 196 iterations per epoch on CIFAR-10.
+    "real": Protocol("real", batch_size=256, epochs=1),
+}
+
+
+def get_protocol(name: str, **overrides: object) -> Protocol:
+    """A named protocol with fields replaced by ``overrides`` (None values are ignored)."""
+    if name not in PROTOCOLS:
+        raise DdnbError(f"unknown protocol {name!r}; choose one of {', '.join(PROTOCOLS)}")
+    return replace(PROTOCOLS[name], **{k: v for k, v in overrides.items() if v is not None})
+
+
+@dataclass
+class TrainResult:
+    """What a training run leaves behind (the trained ``net`` is updated in place)."""
+
+    losses: torch.Tensor  # [iterations] training loss of each update's batch
+    predictions: dict[int, torch.Tensor] = field(default_factory=dict)  # iteration -> predicted class [N_eval]
+    accuracies: dict[int, float] = field(default_factory=dict)  # iteration -> accuracy on the eval split
+    snapshots: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict)  # iteration -> state_dict copy
+
+
+@dataclass
+class Evaluation:
+    """Accuracy in [0, 1], predicted classes int64 [N] and cross-entropy losses float32 [N]."""
+
+    accuracy: float
+    predictions: torch.Tensor
+    losses: torch.Tensor
+
+
+def batches(n: int, protocol: Protocol, generator: torch.Generator) -> Iterator[torch.Tensor]:
+    """Endless index tensors [B]: the full batch, or mini-batches of a fresh permutation each epoch."""
+    if protocol.batch_size is None:
+        while True:
+            yield torch.arange(n)
+    while True:  # the last batch of an epoch may be short, as with a DataLoader without drop_last
+        yield from torch.randperm(n, generator=generator).split(protocol.batch_size)
+
+
+@torch.no_grad()
+def evaluate(net: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 500) -> Evaluation:
+    """Evaluate ``net`` (in eval mode) on images [N, C, H, W] with labels [N]."""
+    was_training = net.training
+    net.eval()
+    logits = torch.cat([net(chunk) for chunk in images.split(batch_size)])
+    net.train(was_training)
+    losses = F.cross_entropy(logits, labels, reduction="none")
+    predictions = logits.argmax(1)
+    return Evaluation((predictions == labels).float().mean().item(), predictions, losses)
+
+
+def _check_finite(loss: torch.Tensor, iteration: int) -> None:
+    if not torch.isfinite(loss):
+        raise DdnbError(f"training diverged: loss is {loss.item()} at iteration {iteration}; lower the learning rate")
+
+
+def train(
+    net: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    protocol: Protocol,
+    seed: int = 0,
+    eval_split: tuple[torch.Tensor, torch.Tensor] | None = None,
+    record_at: Sequence[int] = (),
+    snapshot_at: Sequence[int] = (),
+    progress: bool = False,
+) -> TrainResult:
+    """Train ``net`` in place on images [N, C, H, W] and labels [N] with ``protocol``.
+
+    Iteration t means "after t updates" (t = 0 is the initial network). At each t in ``record_at`` the
+    predictions and accuracy on ``eval_split`` are stored; at each t in ``snapshot_at`` a copy of the
+    state_dict. Labels may also be soft targets [N, classes]. A non-finite loss raises ``DdnbError``.
+    """
+    total = protocol.iterations(len(images))
+    optimizer = torch.optim.SGD(net.parameters(), lr=protocol.lr, momentum=protocol.momentum, weight_decay=protocol.weight_decay)
+    generator = torch.Generator().manual_seed(seed)
+    result = TrainResult(losses=torch.empty(total))
+    record, snapshot = set(record_at), set(snapshot_at)
+    net.train()
+    schedule = batches(len(images), protocol, generator)
+    for iteration in tqdm(range(total + 1), desc=protocol.name, disable=not progress, leave=False):
+        _record(net, iteration, record, snapshot, eval_split, result)
+        if iteration == total:
+            break
+        if protocol.decay_at_half and iteration == total // 2:
+            for group in optimizer.param_groups:
+                group["lr"] = protocol.lr * 0.1
+        index = next(schedule).to(images.device)
+        result.losses[iteration] = train_step(net, optimizer, images[index], labels[index], protocol, generator, iteration)
+    return result
+
+
+def train_step(
+    net: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    protocol: Protocol,
+    generator: torch.Generator,
+    iteration: int = 0,
+) -> torch.Tensor:
+    """One SGD update on a batch; returns the batch loss (detached scalar)."""
+    if protocol.augment:
+        images = augment.augment(images, generator, shared=False)
+    loss = F.cross_entropy(net(images), labels)
+    _check_finite(loss, iteration)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
+
+
+def _record(net, iteration, record, snapshot, eval_split, result: TrainResult) -> None:
+    if iteration in record and eval_split is not None:
+        evaluation = evaluate(net, *eval_split)
+        result.predictions[iteration] = evaluation.predictions.cpu()
+        result.accuracies[iteration] = evaluation.accuracy
+    if iteration in snapshot:
+        result.snapshots[iteration] = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
+
+
+def set_deterministic(enabled: bool = True) -> None:
+    """Ask PyTorch for deterministic kernels (needed for bit-identical GPU runs; the CPU already is)."""
+    if enabled:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(enabled, warn_only=True)
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` -> cuda when available, else cpu; anything else is checked and returned."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise DdnbError("device cuda was asked for but no GPU is available; use --device cpu or auto")
+    return device
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """How to score a (distilled) training set: train fresh networks on it, test on the real test split."""
+
+    protocol: str = field(default="paper300", metadata={"help": "a name from PROTOCOLS"})
+    net: str = field(default="convnet", metadata={"help": "a name from ddnb.nets.NET_NAMES"})
+    seeds: tuple[int, ...] = field(default=(0, 1, 2), metadata={"help": "one network init and batch order per seed"})
+    lr: float | None = field(default=None, metadata={"help": "override the protocol's learning rate"})
+
+
+@dataclass
+class Summary:
+    """Test accuracies in [0, 1] of one network per seed, with their mean and (sample) std."""
+
+    accs: list[float]
+
+    @property
+    def mean(self) -> float:
+        return float(torch.tensor(self.accs).mean())
+
+    @property
+    def std(self) -> float:
+        return float(torch.tensor(self.accs).std()) if len(self.accs) > 1 else 0.0
+
+    def as_dict(self) -> dict:
+        return {"mean": self.mean, "std": self.std, "accs": self.accs}
+
+
+def run(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    test: tuple[torch.Tensor, torch.Tensor],
+    config: EvalConfig = EvalConfig(),
+    num_classes: int = 10,
+    progress: bool = False,
+) -> Summary:
+    """Train one network per seed on ``images`` [N, C, H, W] / ``labels`` [N] and test on ``test``."""
+    from ddnb.nets import build_net
+
+    protocol = get_protocol(config.protocol, lr=config.lr)
+    channels, size = images.shape[1], images.shape[-1]
+    accs = []
+    for seed in tqdm(config.seeds, desc=f"evaluate ({protocol.name})", disable=not progress):
+        net = build_net(config.net, seed, channels, size, num_classes, device=images.device)
+        train(net, images, labels, protocol, seed, progress=progress)
+        accs.append(evaluate(net, *test).accuracy)
+    return Summary(accs)

@@ -1,0 +1,98 @@
+import json
+import pickle
+
+import pytest
+import torch
+
+from ddnb.errors import DdnbError
+from ddnb.store import Store, config_key, load_artifact, save_artifact
+
+
+def _tensors():
+    return {"images": torch.randn(4, 3, 8, 8), "labels": torch.arange(4), "mask": torch.tensor([True, False])}
+
+
+def test_round_trip_keeps_tensors_config_and_meta(tmp_path):
+    tensors = _tensors()
+    path = save_artifact(tmp_path / "set", tensors, {"method": "random", "seed": 3}, {"classes": ["a", "b"]})
+    assert path.name == "set.safetensors" and path.with_suffix(".json").exists()
+    loaded = load_artifact(path)
+    assert all(torch.equal(loaded.tensors[k], v) for k, v in tensors.items())
+    assert loaded.config == {"method": "random", "seed": 3} and loaded.meta == {"classes": ["a", "b"]}
+    sidecar = json.loads(path.with_suffix(".json").read_text())
+    assert sidecar["seed"] == 3 and len(sidecar["sha256"]) == 64 and sidecar["ddnb_version"]
+
+
+def test_store_keys_by_config_and_finds_reruns(tmp_path):
+    store = Store(tmp_path)
+    config = {"a": 1, "b": [1, 2]}
+    assert not store.exists("pool", config)
+    calls = []
+    make = lambda: (calls.append(1), ({"x": torch.ones(2)}, {"note": "made"}))[1]  # noqa: E731
+    first = store.get_or_make("pool", config, make)
+    again = store.get_or_make("pool", {"b": [1, 2], "a": 1}, make)  # key order does not matter
+    assert calls == [1] and torch.equal(first.tensors["x"], again.tensors["x"]) and again.meta == {"note": "made"}
+    assert store.exists("pool", config) and not store.exists("pool", {"a": 2, "b": [1, 2]})
+    assert config_key("pool", config) != config_key("model", config)
+    store.remove("pool", config)
+    assert not store.exists("pool", config)
+
+
+def test_corrupted_tensor_file_is_refused(tmp_path):
+    path = save_artifact(tmp_path / "x", _tensors(), {"seed": 0})
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(DdnbError, match="checksum"):
+        load_artifact(path)
+
+
+def test_tampered_config_is_refused_even_with_a_fixed_checksum(tmp_path):
+    path = save_artifact(tmp_path / "x", _tensors(), {"seed": 0, "ipc": 10})
+    sidecar_path = path.with_suffix(".json")
+    sidecar = json.loads(sidecar_path.read_text())
+    sidecar["config"]["ipc"] = 50
+    sidecar_path.write_text(json.dumps(sidecar))
+    with pytest.raises(DdnbError, match="modified"):
+        load_artifact(path)
+
+
+def test_missing_sidecar_or_file_is_a_clear_error(tmp_path):
+    path = save_artifact(tmp_path / "x", _tensors(), {"seed": 0})
+    path.with_suffix(".json").unlink()
+    with pytest.raises(DdnbError, match="incomplete"):
+        load_artifact(path)
+    with pytest.raises(DdnbError, match="no artifact"):
+        load_artifact(tmp_path / "absent.safetensors")
+
+
+def test_a_pickle_posing_as_an_artifact_is_never_unpickled(tmp_path):
+    class Boom:
+        def __reduce__(self):
+            return (exec, ("raise SystemExit('unpickled!')",))
+
+    path = tmp_path / "evil.safetensors"
+    path.write_bytes(pickle.dumps(Boom()))
+    import hashlib
+
+    sidecar = {"format": "ddnb-artifact/1", "config": {}, "meta": {}, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+    path.with_suffix(".json").write_text(json.dumps(sidecar))
+    with pytest.raises(DdnbError, match="not a readable safetensors"):
+        load_artifact(path)
+
+
+def test_write_is_atomic_when_interrupted(tmp_path, monkeypatch):
+    path = save_artifact(tmp_path / "x", {"v": torch.zeros(3)}, {"seed": 0})
+    import ddnb.store as store_module
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(store_module.os, "replace", crash)
+    with pytest.raises(KeyboardInterrupt):
+        save_artifact(tmp_path / "x", {"v": torch.ones(3)}, {"seed": 1})
+    monkeypatch.undo()
+    assert not list(tmp_path.glob(".*.tmp"))  # no temporary file left behind
+    # the old sidecar was withdrawn before the new tensors were written: the pair is refused, not mixed
+    with pytest.raises(DdnbError, match="incomplete"):
+        load_artifact(path)
