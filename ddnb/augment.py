@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+import dataclasses
 from dataclasses import dataclass, field
 
 import torch
@@ -220,3 +221,13 @@ def apply(x: Tensor, params: DSAParams) -> Tensor:
 def augment(x: Tensor, generator: torch.Generator, config: DSAConfig = DSAConfig(), shared: bool = False) -> Tensor:
     """Draw parameters for x [N, C, H, W] (per image unless ``shared``) and apply them -> [N, C, H, W]."""
     return apply(x, draw_params(config, x.shape[0], generator, shared=shared, device=x.device))
+
+
+def repeat_per_group(params: DSAParams, group_size: int) -> DSAParams:
+    """A per-group draw [G] -> per-image [G * group_size]: every image of group g gets draw g.
+
+    Used for class-wise siamese augmentation: draw G = classes values once, then expand them to a
+    class-major real batch and to the class-major synthetic set with their own group sizes.
+    """
+    tensors = {k: v.repeat_interleave(group_size, 0) for k, v in vars(params).items() if isinstance(v, Tensor)}
+    return dataclasses.replace(params, **tensors)

@@ -33,9 +33,15 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     distill = commands.add_parser("distill", help="make a distilled set (or the random real baseline)")
-    distill.add_argument("--method", required=True, choices=sorted(METHODS))
+    distill.add_argument("--method", required=True, choices=METHODS)
     distill.add_argument("--ipc", type=int, default=10, help="images per class")
     distill.add_argument("--seed", type=int, default=0)
+    distill.add_argument("--steps", type=int, default=1000, help="distillation steps (ignored by random)")
+    distill.add_argument("--init", default="real", choices=["real", "noise"], help="start from real images or noise")
+    distill.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                         help="override a method option, e.g. --option real_per_class=64 (repeatable)")
+    distill.add_argument("--zca", action="store_true", help="ZCA-whiten the data first (MTT and BPTT on CIFAR-10)")
+    distill.add_argument("--checkpoint-every", type=int, default=50, help="steps between resumable checkpoints")
     distill.add_argument("--out", required=True, help="where to write the set (.safetensors + .json)")
     _add_common(distill)
 
@@ -46,6 +52,21 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--seeds", type=int, default=3, help="number of networks (seeds 0..N-1)")
     evaluate.add_argument("--json", action="store_true", help='print {"mean", "std", "accs"} as JSON')
     _add_common(evaluate)
+
+    experts = commands.add_parser("experts", help="train expert trajectories for trajectory matching (resumable)")
+    experts.add_argument("--count", type=int, default=100, help="number of experts")
+    experts.add_argument("--epochs", type=int, default=50, help="epochs per expert")
+    experts.add_argument("--snapshot-iterations", type=int, default=None, help="iterations between snapshots (default: an epoch)")
+    experts.add_argument("--net", default="convnet", choices=NET_NAMES)
+    experts.add_argument("--zca", action="store_true", help="ZCA-whiten the data (as MTT on CIFAR-10)")
+    _add_common(experts)
+
+    imported = commands.add_parser("import", help="turn a distilled set released by another project into a ddnb artifact")
+    imported.add_argument("file", help="{'data','label'} .pt, res_*.pt, or images_best.pt (labels_best.pt beside it)")
+    imported.add_argument("--out", required=True, help="where to write the set (.safetensors + .json)")
+    imported.add_argument("--experiment", type=int, default=0, help="which experiment of a res_*.pt list")
+    imported.add_argument("--zca", action="store_true", help="the set is ZCA-whitened (MTT with --zca)")
+    _add_common(imported)
 
     book = commands.add_parser("book", help="execute the notebooks for a profile and build the HTML book")
     book.add_argument("--profile", default="quick", choices=list(PROFILES))
@@ -62,11 +83,28 @@ def _load_data(args: argparse.Namespace, **config: object):
     return load_dataset(DataConfig(args.data, **config), Store(args.store), resolve_device(args.device))
 
 
-def cmd_distill(args: argparse.Namespace) -> None:
-    from ddnb.distill import distill
+def parse_options(pairs: list[str]) -> dict[str, object]:
+    """``["a=1", "b=x"]`` -> ``{"a": 1, "b": "x"}`` (numbers, booleans and null parsed as JSON)."""
+    options: dict[str, object] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise DdnbError(f"--option takes KEY=VALUE, got {pair!r}")
+        try:
+            options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key] = value
+    return options
 
-    dataset = _load_data(args)
-    result = distill(args.method, dataset, ipc=args.ipc, seed=args.seed)
+
+def cmd_distill(args: argparse.Namespace) -> None:
+    from ddnb.distill import LoopConfig, distill
+    from ddnb.store import Store
+
+    dataset = _load_data(args, zca=args.zca)
+    loop = LoopConfig(steps=args.steps, checkpoint_every=args.checkpoint_every)
+    result = distill(args.method, dataset, ipc=args.ipc, seed=args.seed, loop=loop, init=args.init,
+                     store=Store(args.store), **parse_options(args.option))
     print(result.save(args.out))
 
 
@@ -77,7 +115,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     if args.seeds < 1:
         raise DdnbError("--seeds must be at least 1")
     distilled = Distilled.load(args.path)
-    dataset = _load_data(args)
+    dataset = _load_data(args, zca=bool(distilled.config.get("data", {}).get("zca", False)))  # the set's own input space
     distilled.images, distilled.labels = distilled.images.to(dataset.train.images.device), distilled.labels.to(dataset.train.images.device)
     if distilled.images.shape[1:] != dataset.train.images.shape[1:] or int(distilled.labels.max()) >= dataset.num_classes:
         raise DdnbError(f"{args.path} holds images {tuple(distilled.images.shape[1:])} that do not fit data set {args.data}")
@@ -88,6 +126,29 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         print(json.dumps(summary.as_dict()))
     else:
         print(f"{args.protocol} test accuracy over {args.seeds} seeds: {summary.mean:.4f} ± {summary.std:.4f}")
+
+
+def cmd_experts(args: argparse.Namespace) -> None:
+    from ddnb.distill.experts import ExpertConfig, expert_trajectories
+    from ddnb.store import Store
+
+    if args.count < 1 or args.epochs < 1:
+        raise DdnbError("--count and --epochs must be at least 1")
+    dataset = _load_data(args, zca=args.zca)
+    config = ExpertConfig(net=args.net, epochs=args.epochs, snapshot_iterations=args.snapshot_iterations)
+    trajectories = expert_trajectories(dataset, config, args.count, Store(args.store))
+    print(f"{len(trajectories)} experts in {Store(args.store).root / 'expert'}")
+
+
+def cmd_import(args: argparse.Namespace) -> None:
+    from ddnb.distill.imports import import_set
+
+    dataset = _load_data(args, zca=args.zca)
+    distilled = import_set(args.file, dataset.transform, dataset.classes, args.experiment)
+    if distilled.images.shape[1:] != dataset.train.images.shape[1:]:
+        raise DdnbError(f"{args.file} holds images {tuple(distilled.images.shape[1:])}, not {args.data}'s {dataset.image_shape}")
+    distilled.config["data"] = dataset.source
+    print(distilled.save(args.out))
 
 
 def cmd_book(args: argparse.Namespace) -> None:
@@ -101,7 +162,7 @@ def cmd_book(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``ddnb`` console script; returns the exit status."""
     args = build_parser().parse_args(argv)
-    handlers = {"distill": cmd_distill, "evaluate": cmd_evaluate, "book": cmd_book}
+    handlers = {"distill": cmd_distill, "evaluate": cmd_evaluate, "experts": cmd_experts, "import": cmd_import, "book": cmd_book}
     try:
         handlers[args.command](args)
     except DdnbError as error:

@@ -1,22 +1,70 @@
-"""Distillers behind one call: ``distill(method, dataset, ipc=10, seed=0, ...) -> Distilled``."""
+"""Distillers behind one call: ``distill(method, dataset, ipc=10, seed=0, steps=..., **options) -> Distilled``.
+
+Every method is a small module with its paper's published settings beside the code; this module only
+dispatches. Runs checkpoint to the store and resume after a kill (see ``loop``).
+"""
 
 from __future__ import annotations
 
-from typing import Callable
+import dataclasses
+
+import torch
 
 from ddnb.data import Dataset
+from ddnb.distill import bptt, dm, gm, mtt
+from ddnb.distill.loop import LoopConfig, finish, make_synthetic, run_loop
 from ddnb.distill.real_subset import random_subset
 from ddnb.distill.result import Distilled
 from ddnb.errors import DdnbError
+from ddnb.store import Store
 
-METHODS: dict[str, Callable[..., Distilled]] = {"random": random_subset}
+# method name -> (options dataclass, Method class); "random" has no optimisation loop
+OPTIMISED = {"bptt": (bptt.BPTTOptions, bptt.TruncatedBPTT), "dm": (dm.DMOptions, dm.DistributionMatching), "gm": (gm.GMOptions, gm.GradientMatching),
+             "mtt": (mtt.MTTOptions, mtt.TrajectoryMatching)}
+METHODS = ("random", *OPTIMISED)
 
 
-def distill(method: str, dataset: Dataset, ipc: int = 10, seed: int = 0, **options: object) -> Distilled:
-    """Make a small training set of ``ipc`` images per class from ``dataset`` with ``method``."""
-    if method not in METHODS:
+def _options(method: str, overrides: dict[str, object]):
+    options_type = OPTIMISED[method][0]
+    names = {f.name for f in dataclasses.fields(options_type)}
+    unknown = sorted(set(overrides) - names)
+    if unknown:
+        raise DdnbError(f"{method} has no option(s) {', '.join(unknown)}; it has {', '.join(sorted(names))}")
+    return options_type(**overrides)
+
+
+def distill(
+    method: str,
+    dataset: Dataset,
+    ipc: int = 10,
+    seed: int = 0,
+    loop: LoopConfig | None = None,
+    init: str = "real",
+    store: Store | None = None,
+    on_step=None,
+    **options: object,
+) -> Distilled:
+    """Make ``ipc`` images per class from ``dataset`` with ``method`` (one of ``METHODS``).
+
+    ``loop`` sets the number of steps and checkpointing; ``options`` override the method's options
+    dataclass (e.g. ``real_per_class=64`` for DM). With a ``store``, the run checkpoints there and a
+    rerun with the same arguments resumes from its last checkpoint.
+    """
+    if method == "random":
+        return random_subset(dataset, ipc, seed)
+    if method not in OPTIMISED:
         raise DdnbError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-    return METHODS[method](dataset, ipc=ipc, seed=seed, **options)
+    settings = _options(method, options)
+    loop = loop or LoopConfig()
+    generator = torch.Generator().manual_seed(seed)
+    method_type = OPTIMISED[method][1]
+    learned_lr = settings.lr_teacher if getattr(method_type, "learns_lr", False) else None
+    synthetic = make_synthetic(dataset, ipc, init, settings.lr_images, generator, learned_lr, getattr(settings, "lr_lr", 0.0),
+                               getattr(method_type, "image_optimizer", "sgd"))
+    run_config = {"method": method, "data": dataset.source, "ipc": ipc, "seed": seed, "init": init,
+                  "steps": loop.steps, "options": dataclasses.asdict(settings)}
+    losses = run_loop(method_type(settings, dataset, store), synthetic, dataset, generator, loop, run_config, store, on_step)
+    return finish(synthetic, dataset, losses, run_config, store)
 
 
-__all__ = ["METHODS", "Distilled", "distill"]
+__all__ = ["METHODS", "Distilled", "LoopConfig", "distill"]

@@ -35,8 +35,8 @@ class Distilled:
 
     @property
     def ipc(self) -> int:
-        """Images per class (assumes a balanced set)."""
-        return len(self.images) // max(1, len(self.meta.get("classes", [])) or int(self.labels.max()) + 1)
+        """Images per class (the set is balanced)."""
+        return len(self.images) // len(self.meta["classes"])
 
     def pixels(self) -> torch.Tensor:
         """The images as pixels [M, C, H, W] (un-normalised; not clipped to [0, 1])."""

@@ -1,0 +1,64 @@
+"""Expert trajectories for trajectory matching: networks trained on real data, parameters kept per epoch.
+
+One artifact per expert (kind ``expert``), holding each parameter stacked over snapshots
+``[snapshots + 1, *shape]`` (snapshot 0 is the initialisation). Experts are made one by one through the
+store, so a killed ``ddnb experts`` run resumes at the first missing expert.
+
+Published settings (MTT, Cazenavette et al. CVPR 2022, ``buffer.py``): ConvNet, SGD lr 0.01 without
+momentum or weight decay, batch 256, DSA, 50 epochs, 100 experts (ZCA-whitened data for CIFAR-10).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import torch
+from tqdm.auto import tqdm
+
+from ddnb.data import Dataset
+from ddnb.nets import build_net
+from ddnb.store import Store
+from ddnb.train import Protocol, train
+
+KIND = "expert"
+Trajectory = dict[str, torch.Tensor]  # parameter name -> [snapshots + 1, *shape]
+
+
+@dataclass(frozen=True)
+class ExpertConfig:
+    """How each expert is trained and how often its parameters are kept."""
+
+    net: str = field(default="convnet", metadata={"help": "network trained by every expert"})
+    epochs: int = field(default=50, metadata={"help": "length of each expert's training, in epochs"})
+    snapshot_iterations: int | None = field(default=None, metadata={"help": "iterations between snapshots (None: one epoch)"})
+    lr: float = field(default=0.01, metadata={"help": "SGD learning rate (MTT's lr_teacher)"})
+    momentum: float = field(default=0.0, metadata={"help": "SGD momentum"})
+    weight_decay: float = field(default=0.0, metadata={"help": "L2 weight decay"})
+    batch_size: int = field(default=256, metadata={"help": "mini-batch size"})
+    dsa: bool = field(default=True, metadata={"help": "DSA augmentation per image"})
+
+
+def train_expert(dataset: Dataset, config: ExpertConfig, seed: int, progress: bool = False) -> Trajectory:
+    """Train one expert on ``dataset.train`` and return its stacked parameter snapshots."""
+    protocol = Protocol("expert", config.lr, config.momentum, config.weight_decay, config.batch_size,
+                        epochs=config.epochs, augment=config.dsa)
+    n = len(dataset.train)
+    every = config.snapshot_iterations or -(-n // config.batch_size)
+    snapshots = range(0, protocol.iterations(n) + 1, every)
+    net = build_net(config.net, seed, *dataset.image_shape[:1], dataset.image_shape[-1], dataset.num_classes,
+                    device=dataset.train.images.device)
+    result = train(net, dataset.train.images, dataset.train.labels, protocol, seed, snapshot_at=snapshots, progress=progress)
+    names = [name for name, _ in net.named_parameters()]
+    return {name: torch.stack([result.snapshots[t][name] for t in snapshots]) for name in names}
+
+
+def expert_trajectories(dataset: Dataset, config: ExpertConfig, count: int, store: Store, seed: int = 0,
+                        progress: bool = True) -> list[Trajectory]:
+    """``count`` experts (seeds ``seed .. seed+count-1``), loaded from the store or trained and saved there."""
+    trajectories = []
+    for index in tqdm(range(count), desc="experts", disable=not progress):
+        key = {"data": dataset.source, "expert": dataclasses.asdict(config), "seed": seed + index}
+        artifact = store.get_or_make(KIND, key, lambda: (train_expert(dataset, config, seed + index, progress), {}))
+        trajectories.append({k: v.to(dataset.train.images.device) for k, v in artifact.tensors.items()})
+    return trajectories
