@@ -167,3 +167,18 @@ def build_net(
 def count_parameters(net: nn.Module) -> int:
     """Number of trainable scalars."""
     return sum(p.numel() for p in net.parameters() if p.requires_grad)
+
+
+def reinitialise(net: nn.Module, generator: torch.Generator) -> None:
+    """Draw fresh weights for ``net`` in place from ``generator`` (no rebuild, no global RNG change).
+
+    Weights are drawn on the parameters' device, so the same generator state gives the same weights on
+    the same device (a GPU's stream differs from the CPU's).
+    """
+    seed = int(torch.randint(2**31 - 1, (1,), generator=generator))
+    device = next(net.parameters()).device
+    with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
+        torch.manual_seed(seed)  # seeds the CPU and every GPU generator inside the fork
+        for module in net.modules():
+            if module is not net and hasattr(module, "reset_parameters"):
+                module.reset_parameters()

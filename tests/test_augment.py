@@ -219,3 +219,16 @@ def test_cuda_matches_cpu():
     cpu = augment(x, gen(0), config)
     cuda = augment(x.cuda(), gen(0), config)
     torch.testing.assert_close(cuda.cpu(), cpu, rtol=0, atol=1e-5)
+
+
+def test_repeat_per_group_gives_each_group_its_own_shared_draw():
+    from ddnb.augment import repeat_per_group
+
+    config = DSAConfig(mode="multiple")
+    draw = draw_params(config, 3, gen(4), shared=False)
+    x = images(12)
+    out = apply(x, repeat_per_group(draw, 4))
+    for group in range(3):
+        expected = apply(x[4 * group : 4 * group + 4], select(draw, group))
+        assert torch.allclose(out[4 * group : 4 * group + 4], expected, atol=1e-6)
+    assert not torch.allclose(out[:4], apply(x[:4], select(draw, 1)), atol=1e-3)

@@ -33,6 +33,19 @@ def _options(method: str, overrides: dict[str, object]):
     return options_type(**overrides)
 
 
+def setup(method: str, dataset: Dataset, ipc: int, generator: torch.Generator, init: str = "real",
+          store: Store | None = None, **options: object):
+    """Everything an optimised method starts from: ``(method object, Synthetic, options dataclass)``."""
+    if method not in OPTIMISED:
+        raise DdnbError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    settings = _options(method, options)
+    method_type = OPTIMISED[method][1]
+    learned_lr = settings.lr_teacher if getattr(method_type, "learns_lr", False) else None
+    synthetic = make_synthetic(dataset, ipc, init, settings.lr_images, generator, learned_lr,
+                               getattr(settings, "lr_lr", 0.0), getattr(method_type, "image_optimizer", "sgd"))
+    return method_type(settings, dataset, store), synthetic, settings
+
+
 def distill(
     method: str,
     dataset: Dataset,
@@ -51,20 +64,16 @@ def distill(
     rerun with the same arguments resumes from its last checkpoint.
     """
     if method == "random":
+        if options:
+            raise DdnbError(f"random takes no options (got {', '.join(options)})")
         return random_subset(dataset, ipc, seed)
-    if method not in OPTIMISED:
-        raise DdnbError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-    settings = _options(method, options)
     loop = loop or LoopConfig()
     generator = torch.Generator().manual_seed(seed)
-    method_type = OPTIMISED[method][1]
-    learned_lr = settings.lr_teacher if getattr(method_type, "learns_lr", False) else None
-    synthetic = make_synthetic(dataset, ipc, init, settings.lr_images, generator, learned_lr, getattr(settings, "lr_lr", 0.0),
-                               getattr(method_type, "image_optimizer", "sgd"))
+    runner, synthetic, settings = setup(method, dataset, ipc, generator, init, store, **options)
     run_config = {"method": method, "data": dataset.source, "ipc": ipc, "seed": seed, "init": init,
                   "steps": loop.steps, "options": dataclasses.asdict(settings)}
-    losses = run_loop(method_type(settings, dataset, store), synthetic, dataset, generator, loop, run_config, store, on_step)
+    losses = run_loop(runner, synthetic, dataset, generator, loop, run_config, store, on_step)
     return finish(synthetic, dataset, losses, run_config, store)
 
 
-__all__ = ["METHODS", "Distilled", "LoopConfig", "distill"]
+__all__ = ["METHODS", "Distilled", "LoopConfig", "distill", "setup"]

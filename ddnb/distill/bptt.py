@@ -26,10 +26,9 @@ from torch import nn
 from torch.func import functional_call
 
 from ddnb import augment
-from ddnb.distill.dm import reinitialise
-from ddnb.distill.loop import RealSampler, Synthetic
+from ddnb.distill.loop import RealSampler, Synthetic, network_like
 from ddnb.errors import DdnbError
-from ddnb.nets import build_net
+from ddnb.nets import reinitialise
 
 AUGMENTATION = augment.DSAConfig(strategy="flip_rotate", mode="multiple")
 
@@ -79,8 +78,7 @@ class TruncatedBPTT:
         self.net: nn.Module | None = None
 
     def prepare(self, synthetic: Synthetic, real: RealSampler, generator: torch.Generator) -> None:
-        channels, size = synthetic.images.shape[1], synthetic.images.shape[-1]
-        self.net = build_net(self.options.net, 0, channels, size, real.num_classes, device=synthetic.images.device)
+        self.net = network_like(synthetic, real, self.options.net)
         synthetic.state.setdefault("grad_norm_mean", torch.zeros((), device=synthetic.images.device))
 
     def _augment(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

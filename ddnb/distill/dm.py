@@ -19,8 +19,8 @@ import torch
 from torch import nn
 
 from ddnb import augment
-from ddnb.distill.loop import RealSampler, Synthetic
-from ddnb.nets import build_net
+from ddnb.distill.loop import RealSampler, Synthetic, network_like
+from ddnb.nets import reinitialise
 
 
 @dataclass(frozen=True)
@@ -37,17 +37,6 @@ PUBLISHED = {ipc: DMOptions() for ipc in (1, 10, 50)}  # steps: 20,000 for every
 PUBLISHED_STEPS = 20_000
 
 
-def reinitialise(net: nn.Module, generator: torch.Generator) -> None:
-    """Draw fresh weights for ``net`` in place from ``generator`` (no rebuild, no global RNG change)."""
-    seed = int(torch.randint(2**31 - 1, (1,), generator=generator))
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        for module in net.modules():
-            if module is not net and hasattr(module, "reset_parameters"):
-                module.reset_parameters()
-    net.to(next(net.parameters()).device)
-
-
 class DistributionMatching:
     """``Method`` for ``run_loop``: one DM step per call."""
 
@@ -56,8 +45,7 @@ class DistributionMatching:
         self.net: nn.Module | None = None
 
     def prepare(self, synthetic: Synthetic, real: RealSampler, generator: torch.Generator) -> None:
-        channels, size = synthetic.images.shape[1], synthetic.images.shape[-1]
-        self.net = build_net(self.options.net, 0, channels, size, real.num_classes, device=synthetic.images.device)
+        self.net = network_like(synthetic, real, self.options.net)
         self.net.requires_grad_(False)
 
     def step(self, synthetic: Synthetic, real: RealSampler, generator: torch.Generator) -> float:

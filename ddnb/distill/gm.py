@@ -23,9 +23,8 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 
 from ddnb import augment
-from ddnb.distill.dm import reinitialise
-from ddnb.distill.loop import RealSampler, Synthetic
-from ddnb.nets import build_net
+from ddnb.distill.loop import RealSampler, Synthetic, network_like
+from ddnb.nets import reinitialise
 
 
 @dataclass(frozen=True)
@@ -69,8 +68,7 @@ class GradientMatching:
         self.net: nn.Module | None = None
 
     def prepare(self, synthetic: Synthetic, real: RealSampler, generator: torch.Generator) -> None:
-        channels, size = synthetic.images.shape[1], synthetic.images.shape[-1]
-        self.net = build_net(self.options.net, 0, channels, size, real.num_classes, device=synthetic.images.device)
+        self.net = network_like(synthetic, real, self.options.net)
 
     def _per_class_gradients(self, params, images: torch.Tensor, labels: torch.Tensor, classes: int) -> dict[str, torch.Tensor]:
         """Gradients of the mean loss of each class's images: images [C*n, ...] class-major -> {name: [C, ...]}."""

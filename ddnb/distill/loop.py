@@ -14,12 +14,14 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
 import torch
+from torch import nn
 from tqdm.auto import tqdm
 
 from ddnb.data import Dataset, sample_per_class
 from ddnb.data.sampling import indices_by_class
 from ddnb.distill.result import Distilled
 from ddnb.errors import DdnbError
+from ddnb.nets import build_net
 from ddnb.store import Store
 
 CHECKPOINT_KIND = "checkpoint"
@@ -67,6 +69,12 @@ class RealSampler:
         """``n`` random images of any class: images [n, ...], labels [n]."""
         index = torch.randint(len(self.labels), (n,), generator=generator).to(self.images.device)
         return self.images[index], self.labels[index]
+
+
+def network_like(synthetic: Synthetic, real: RealSampler, name: str) -> nn.Module:
+    """A network named ``name`` that fits the synthetic images (channels, size) and classes, on their device."""
+    channels, size = synthetic.images.shape[1], synthetic.images.shape[-1]
+    return build_net(name, 0, channels, size, real.num_classes, device=synthetic.images.device)
 
 
 class Method(Protocol):

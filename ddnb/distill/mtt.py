@@ -28,9 +28,8 @@ from torch.func import functional_call
 
 from ddnb import augment
 from ddnb.distill.experts import ExpertConfig, Trajectory, expert_trajectories
-from ddnb.distill.loop import RealSampler, Synthetic
+from ddnb.distill.loop import RealSampler, Synthetic, network_like
 from ddnb.errors import DdnbError
-from ddnb.nets import build_net
 from ddnb.store import Store
 
 
@@ -86,8 +85,7 @@ class TrajectoryMatching:
         if options.max_start_epoch + options.expert_epochs > snapshots or options.max_start_epoch < 1:
             raise DdnbError(f"experts have {snapshots} snapshots; max_start_epoch {options.max_start_epoch} + expert_epochs "
                             f"{options.expert_epochs} must stay within them")
-        channels, size = synthetic.images.shape[1], synthetic.images.shape[-1]
-        self.net = build_net(options.net, 0, channels, size, real.num_classes, device=synthetic.images.device)
+        self.net = network_like(synthetic, real, options.net)
 
     def _student(self, start: dict[str, torch.Tensor], synthetic: Synthetic, generator: torch.Generator) -> dict[str, torch.Tensor]:
         params, images, labels = dict(start), synthetic.images, synthetic.labels

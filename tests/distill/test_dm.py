@@ -1,8 +1,7 @@
 import torch
 
 from ddnb.distill import LoopConfig, distill
-from ddnb.distill.dm import reinitialise
-from ddnb.nets import build_net
+from ddnb.nets import build_net, reinitialise
 from ddnb.train import EvalConfig, run
 
 
