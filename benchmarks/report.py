@@ -18,7 +18,7 @@ def _load(name: str) -> dict | None:
 
 
 def foundation_table() -> str:
-    rows = ["| data | check | ours | paper | seconds | device |", "|---|---|---|---|---|---|"]
+    rows = ["| data | check | ours | paper or target | seconds | device |", "|---|---|---|---|---|---|"]
     for name in ("foundation-cifar10.json", "foundation-shapes.json"):
         report = _load(name)
         if report is None:

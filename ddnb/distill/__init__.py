@@ -7,6 +7,7 @@ dispatches. Runs checkpoint to the store and resume after a kill (see ``loop``).
 from __future__ import annotations
 
 import dataclasses
+from typing import Callable
 
 import torch
 
@@ -54,7 +55,7 @@ def distill(
     loop: LoopConfig | None = None,
     init: str = "real",
     store: Store | None = None,
-    on_step=None,
+    on_step: Callable[[int, float], None] | None = None,
     **options: object,
 ) -> Distilled:
     """Make ``ipc`` images per class from ``dataset`` with ``method`` (one of ``METHODS``).
