@@ -36,7 +36,7 @@ def foundation_table() -> str:
 
 
 def speed_table() -> str:
-    rows = ["| device | method | s/step | GFLOP/step | GFLOP/s | fraction of training throughput | peak memory (MB) |",
+    rows = ["| device | method | s/step | GFLOP/step | GFLOP/s | fraction of training throughput | peak memory (MB; GPU: allocated, CPU: process RSS) |",
             "|---|---|---|---|---|---|---|"]
     for name in ("distill-speed-cpu.json", "distill-speed-cuda.json"):
         report = _load(name)

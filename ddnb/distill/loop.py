@@ -136,7 +136,9 @@ def _restore(synthetic: Synthetic, generator: torch.Generator, tensors: dict[str
     for name, optimizer in (("opt", synthetic.optimizer), ("lr_opt", synthetic.lr_optimizer)):
         for index, param in enumerate(_optimizer_params(optimizer)):
             prefix = f"{name}.{index}."
-            state = {k[len(prefix):]: v.to(param.device).clone() for k, v in tensors.items() if k.startswith(prefix)}
+            # Adam keeps its step count on the CPU unless capturable; every other buffer lives beside its parameter
+            state = {k[len(prefix):]: v.clone() if k.endswith(".step") else v.to(param.device).clone()
+                     for k, v in tensors.items() if k.startswith(prefix)}
             if state:
                 optimizer.state[param] = state
     synthetic.state.update({k.split(".", 1)[1]: v.to(synthetic.images.device) for k, v in tensors.items() if k.startswith("state.")})

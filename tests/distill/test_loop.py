@@ -29,18 +29,22 @@ def _kill_at(step_to_die):
     return on_step
 
 
-def test_resumed_run_equals_uninterrupted_run(shapes_small, tmp_path):
+BPTT_FAST = {"window": 2, "unroll": 4, "real_batch": 16, "net": "convnet-tiny"}  # Adam on images: its moments must resume too
+
+
+@pytest.mark.parametrize("method, options", [("dm", FAST), ("bptt", BPTT_FAST)])
+def test_resumed_run_equals_uninterrupted_run(shapes_small, tmp_path, method, options):
     loop = LoopConfig(steps=7, checkpoint_every=2, progress=False)
-    whole = distill("dm", shapes_small, ipc=2, seed=5, loop=loop, store=Store(tmp_path / "a"), **FAST)
+    whole = distill(method, shapes_small, ipc=2, seed=5, loop=loop, store=Store(tmp_path / "a"), **options)
     store = Store(tmp_path / "b")
     with pytest.raises(Killed):  # dies after step 5: the checkpoint at step 4 survives, step 5 is redone
-        distill("dm", shapes_small, ipc=2, seed=5, loop=loop, store=store, on_step=_kill_at(5), **FAST)
+        distill(method, shapes_small, ipc=2, seed=5, loop=loop, store=store, on_step=_kill_at(5), **options)
     assert len(list((store.root / CHECKPOINT_KIND).glob("*.safetensors"))) == 1
-    resumed = distill("dm", shapes_small, ipc=2, seed=5, loop=loop, store=store, **FAST)
+    resumed = distill(method, shapes_small, ipc=2, seed=5, loop=loop, store=store, **options)
     assert torch.equal(resumed.images, whole.images) and torch.equal(resumed.losses, whole.losses)
     assert len(resumed.losses) == 7
     assert not list((store.root / CHECKPOINT_KIND).glob("*.safetensors"))  # removed once complete
-    other_seed = distill("dm", shapes_small, ipc=2, seed=6, loop=loop, **FAST)
+    other_seed = distill(method, shapes_small, ipc=2, seed=6, loop=loop, **options)
     assert not torch.equal(other_seed.images, whole.images)
 
 
