@@ -198,6 +198,7 @@ class EvalConfig:
     net: str = field(default="convnet", metadata={"help": "a name from ddnb.nets.NET_NAMES"})
     seeds: tuple[int, ...] = field(default=(0, 1, 2), metadata={"help": "one network init and batch order per seed"})
     lr: float | None = field(default=None, metadata={"help": "override the protocol's learning rate"})
+    steps: int | None = field(default=None, metadata={"help": "override the protocol's length in iterations"})
 
 
 @dataclass
@@ -229,7 +230,7 @@ def run(
     """Train one network per seed on ``images`` [N, C, H, W] / ``labels`` [N] and test on ``test``."""
     from ddnb.nets import build_net
 
-    protocol = get_protocol(config.protocol, lr=config.lr)
+    protocol = get_protocol(config.protocol, lr=config.lr, steps=config.steps)
     channels, size = images.shape[1], images.shape[-1]
     accs = []
     for seed in tqdm(config.seeds, desc=f"evaluate ({protocol.name})", disable=not progress):

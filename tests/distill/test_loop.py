@@ -1,6 +1,5 @@
 """The shared distillation loop: exact resume after a kill, and divergence handling (run with DM)."""
 
-import os
 import signal
 import subprocess
 import sys
@@ -96,12 +95,11 @@ def _only_config(store):
 
 def test_killed_cli_run_resumes_to_the_same_tensors(tmp_path):
     """Kill `ddnb distill` with SIGKILL after its first checkpoint, rerun it, compare with a clean run."""
-    env = os.environ | {"DDNB_STORE": os.environ["DDNB_STORE"]}
     base = [sys.executable, "-m", "ddnb.cli", "distill", "--method", "dm", "--data", "shapes", "--ipc", "2",
             "--steps", "30", "--checkpoint-every", "3", "--device", "cpu",
             "--option", "real_per_class=8", "--option", "net=convnet-tiny"]
     run_store = tmp_path / "store"
-    process = subprocess.Popen(base + ["--out", str(tmp_path / "killed"), "--store", str(run_store)], env=env,
+    process = subprocess.Popen(base + ["--out", str(tmp_path / "killed"), "--store", str(run_store)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     while not list(run_store.glob(f"{CHECKPOINT_KIND}/*.json")) and time.time() < deadline and process.poll() is None:
@@ -109,8 +107,8 @@ def test_killed_cli_run_resumes_to_the_same_tensors(tmp_path):
     assert process.poll() is None, "the run ended before it could be killed"
     process.send_signal(signal.SIGKILL)
     process.wait()
-    subprocess.run(base + ["--out", str(tmp_path / "resumed"), "--store", str(run_store)], env=env, check=True, capture_output=True)
-    subprocess.run(base + ["--out", str(tmp_path / "clean"), "--store", str(tmp_path / "fresh")], env=env, check=True, capture_output=True)
+    subprocess.run(base + ["--out", str(tmp_path / "resumed"), "--store", str(run_store)], check=True, capture_output=True)
+    subprocess.run(base + ["--out", str(tmp_path / "clean"), "--store", str(tmp_path / "fresh")], check=True, capture_output=True)
     resumed, clean = Distilled.load(tmp_path / "resumed.safetensors"), Distilled.load(tmp_path / "clean.safetensors")
     assert torch.equal(resumed.images, clean.images) and torch.equal(resumed.losses, clean.losses)
 
