@@ -6,6 +6,7 @@ Bad input exits with status 2 and one line ``ddnb: error: REASON`` (no traceback
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -36,11 +37,14 @@ def build_parser() -> argparse.ArgumentParser:
     distill.add_argument("--method", required=True, choices=METHODS)
     distill.add_argument("--ipc", type=int, default=10, help="images per class")
     distill.add_argument("--seed", type=int, default=0)
-    distill.add_argument("--steps", type=int, default=1000, help="distillation steps (ignored by random)")
+    distill.add_argument("--profile", default="paper", choices=list(PROFILES),
+                         help="the method's settings: reduced presets, or paper (the published CIFAR-10 settings)")
+    distill.add_argument("--steps", type=int, default=None, help="distillation steps (default: the profile's; ignored by random)")
     distill.add_argument("--init", default="real", choices=["real", "noise"], help="start from real images or noise")
     distill.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                          help="override a method option, e.g. --option real_per_class=64 (repeatable)")
-    distill.add_argument("--zca", action="store_true", help="ZCA-whiten the data first (MTT and BPTT on CIFAR-10)")
+    distill.add_argument("--zca", action=argparse.BooleanOptionalAction, default=None,
+                         help="ZCA-whiten the data first (default: the profile's; MTT and BPTT use it on CIFAR-10)")
     distill.add_argument("--checkpoint-every", type=int, default=50, help="steps between resumable checkpoints")
     distill.add_argument("--out", required=True, help="where to write the set (.safetensors + .json)")
     _add_common(distill)
@@ -54,11 +58,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(evaluate)
 
     experts = commands.add_parser("experts", help="train expert trajectories for trajectory matching (resumable)")
-    experts.add_argument("--count", type=int, default=100, help="number of experts")
-    experts.add_argument("--epochs", type=int, default=50, help="epochs per expert")
-    experts.add_argument("--snapshot-iterations", type=int, default=None, help="iterations between snapshots (default: an epoch)")
-    experts.add_argument("--net", default="convnet", choices=NET_NAMES)
-    experts.add_argument("--zca", action="store_true", help="ZCA-whiten the data (as MTT on CIFAR-10)")
+    experts.add_argument("--profile", default="paper", choices=list(PROFILES),
+                         help="take the experts that MTT's settings for this profile use (the flags below override)")
+    experts.add_argument("--count", type=int, default=None, help="number of experts")
+    experts.add_argument("--epochs", type=int, default=None, help="epochs per expert")
+    experts.add_argument("--snapshot-iterations", type=int, default=None, help="iterations between snapshots (default: the profile's)")
+    experts.add_argument("--net", default=None, choices=NET_NAMES)
+    experts.add_argument("--zca", action=argparse.BooleanOptionalAction, default=None, help="ZCA-whiten the data (default: the profile's)")
     _add_common(experts)
 
     imported = commands.add_parser("import", help="turn a distilled set released by another project into a ddnb artifact")
@@ -98,13 +104,19 @@ def parse_options(pairs: list[str]) -> dict[str, object]:
 
 
 def cmd_distill(args: argparse.Namespace) -> None:
-    from ddnb.distill import LoopConfig, distill
+    from ddnb.distill import LoopConfig, Preset, distill, preset
     from ddnb.store import Store
 
-    dataset = _load_data(args, zca=args.zca)
-    loop = LoopConfig(steps=args.steps, checkpoint_every=args.checkpoint_every)
+    options = parse_options(args.option)
+    if args.method == "random":
+        settings = Preset(0, None, bool(args.zca))
+    else:
+        settings = preset(args.method, args.profile, args.ipc)
+        options = {**dataclasses.asdict(settings.options), **options}
+    dataset = _load_data(args, zca=settings.zca if args.zca is None else args.zca)
+    loop = LoopConfig(steps=args.steps or settings.steps, checkpoint_every=args.checkpoint_every)
     result = distill(args.method, dataset, ipc=args.ipc, seed=args.seed, loop=loop, init=args.init,
-                     store=Store(args.store), **parse_options(args.option))
+                     store=Store(args.store), **options)
     print(result.save(args.out))
 
 
@@ -129,14 +141,19 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def cmd_experts(args: argparse.Namespace) -> None:
-    from ddnb.distill.experts import ExpertConfig, expert_trajectories
+    from ddnb.distill import preset
+    from ddnb.distill.experts import expert_trajectories
     from ddnb.store import Store
 
-    if args.count < 1 or args.epochs < 1:
+    settings = preset("mtt", args.profile)
+    config = dataclasses.replace(settings.options.expert_config(), **{
+        key: value for key, value in (("net", args.net), ("epochs", args.epochs), ("snapshot_iterations", args.snapshot_iterations))
+        if value is not None})
+    count = settings.options.experts if args.count is None else args.count
+    if count < 1 or config.epochs < 1:
         raise DdnbError("--count and --epochs must be at least 1")
-    dataset = _load_data(args, zca=args.zca)
-    config = ExpertConfig(net=args.net, epochs=args.epochs, snapshot_iterations=args.snapshot_iterations)
-    trajectories = expert_trajectories(dataset, config, args.count, Store(args.store))
+    dataset = _load_data(args, zca=settings.zca if args.zca is None else args.zca)
+    trajectories = expert_trajectories(dataset, config, count, Store(args.store))
     print(f"{len(trajectories)} experts in {Store(args.store).root / 'expert'}")
 
 

@@ -13,16 +13,33 @@ import torch
 
 from ddnb.data import Dataset
 from ddnb.distill import bptt, dm, gm, mtt
-from ddnb.distill.loop import LoopConfig, finish, make_synthetic, run_loop
+from ddnb.distill.loop import LoopConfig, Preset, finish, make_synthetic, run_loop
 from ddnb.distill.real_subset import random_subset
 from ddnb.distill.result import Distilled
 from ddnb.errors import DdnbError
+from ddnb.profiles import PROFILES
 from ddnb.store import Store
 
 # method name -> (options dataclass, Method class); "random" has no optimisation loop
 OPTIMISED = {"bptt": (bptt.BPTTOptions, bptt.TruncatedBPTT), "dm": (dm.DMOptions, dm.DistributionMatching), "gm": (gm.GMOptions, gm.GradientMatching),
              "mtt": (mtt.MTTOptions, mtt.TrajectoryMatching)}
+MODULES = {"bptt": bptt, "dm": dm, "gm": gm, "mtt": mtt}
 METHODS = ("random", *OPTIMISED)
+
+
+def preset(method: str, profile: str = "paper", ipc: int = 10) -> Preset:
+    """``method``'s settings for a profile: the reduced presets beside each method's code, or for ``paper``
+    the published CIFAR-10 settings at ``ipc`` (the nearest published IPC when ``ipc`` has none)."""
+    if method not in OPTIMISED:
+        raise DdnbError(f"unknown method {method!r}; choose one of {', '.join(OPTIMISED)}")
+    if profile not in PROFILES:
+        raise DdnbError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
+    module = MODULES[method]
+    if profile != "paper":
+        return module.PRESETS[profile]
+    published_ipc = min(module.PUBLISHED, key=lambda known: abs(known - ipc))
+    zca = getattr(module, "PUBLISHED_ZCA", {}).get(published_ipc, False)
+    return Preset(module.PUBLISHED_STEPS, module.PUBLISHED[published_ipc], zca)
 
 
 def _options(method: str, overrides: dict[str, object]):
@@ -77,4 +94,4 @@ def distill(
     return finish(synthetic, dataset, losses, run_config, store)
 
 
-__all__ = ["METHODS", "Distilled", "LoopConfig", "distill", "setup"]
+__all__ = ["METHODS", "Distilled", "LoopConfig", "Preset", "distill", "preset", "setup"]

@@ -24,9 +24,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
+from torch.utils._pytree import tree_map
 
 from ddnb import augment
-from ddnb.distill.loop import RealSampler, Synthetic, network_like
+from ddnb.distill.loop import Preset, RealSampler, Synthetic, network_like
 from ddnb.errors import DdnbError
 from ddnb.nets import reinitialise
 
@@ -39,7 +40,9 @@ class BPTTOptions:
 
     window: int = field(default=60, metadata={"help": "differentiable inner steps at the end of the unroll"})
     unroll: int = field(default=200, metadata={"help": "largest total number of inner steps"})
-    inner_lr: float = field(default=0.001, metadata={"help": "Adam learning rate of the inner training"})
+    inner_lr: float = field(default=0.001, metadata={"help": "learning rate of the inner training"})
+    inner_optimizer: str = field(default="adam", metadata={"help": "adam (RaT-BPTT) or sgd (momentum, as the paper300 evaluation)"})
+    inner_momentum: float = field(default=0.9, metadata={"help": "momentum of the inner sgd"})
     lr_images: float = field(default=0.001, metadata={"help": "Adam learning rate of the synthetic images"})
     real_batch: int = field(default=5000, metadata={"help": "real images in the outer loss"})
     clip_factor: float = field(default=2.0, metadata={"help": "clip the image gradient norm at this multiple of its running mean"})
@@ -50,6 +53,14 @@ class BPTTOptions:
 
 PUBLISHED = {10: BPTTOptions()}
 PUBLISHED_STEPS = 60_000
+PUBLISHED_ZCA = {10: True}
+# Reduced settings per profile (ddnb's own): short windows and unrolls so a step takes seconds;
+# cifar10-cpu fits 60 minutes on 2 cores with the default ConvNet.
+PRESETS = {
+    "smoke": Preset(40, BPTTOptions(window=10, unroll=20, inner_lr=0.01, lr_images=0.01, real_batch=256, net="convnet-tiny")),
+    "quick": Preset(100, BPTTOptions(window=10, unroll=30, inner_lr=0.01, lr_images=0.01, real_batch=512, net="convnet-tiny")),
+    "cifar10-cpu": Preset(150, BPTTOptions(window=10, unroll=20, real_batch=500), zca=True),
+}
 ADAM_BETAS, ADAM_EPS = (0.9, 0.999), 1e-8
 
 
@@ -66,6 +77,15 @@ def adam_step(params: dict, grads, moments: dict, step: int, lr: float) -> tuple
     return new_params, new_moments
 
 
+def sgd_step(params: dict, grads, velocities: dict, lr: float, momentum: float) -> tuple[dict, dict]:
+    """One SGD-with-momentum update on tensors (as ``torch.optim.SGD``), differentiable when ``grads`` carry a graph."""
+    new_params, new_velocities = {}, {}
+    for (name, param), grad in zip(params.items(), grads):
+        velocity = grad if name not in velocities else momentum * velocities[name] + grad
+        new_params[name], new_velocities[name] = param - lr * velocity, velocity
+    return new_params, new_velocities
+
+
 class TruncatedBPTT:
     """``Method`` for ``run_loop``: one RaT-BPTT meta-step per call."""
 
@@ -74,6 +94,8 @@ class TruncatedBPTT:
     def __init__(self, options: BPTTOptions, dataset=None, store=None):
         if not 0 < options.window <= options.unroll:
             raise DdnbError(f"window ({options.window}) must be between 1 and unroll ({options.unroll})")
+        if options.inner_optimizer not in ("adam", "sgd"):
+            raise DdnbError(f"unknown inner optimiser {options.inner_optimizer!r}; use adam or sgd")
         self.options = options  # dataset and store are unused: this method needs neither experts nor caches
         self.net: nn.Module | None = None
 
@@ -94,11 +116,14 @@ class TruncatedBPTT:
             differentiable = step > start
             if step <= start + 1:  # cut the graph: nothing before the window is differentiated
                 params = {k: v.detach().requires_grad_(True) for k, v in params.items()}
-                moments = {k: (a.detach(), b.detach()) for k, (a, b) in moments.items()}
+                moments = tree_map(torch.Tensor.detach, moments)
             images = synthetic.images if differentiable else synthetic.images.detach()
             loss = F.cross_entropy(functional_call(self.net, params, (self._augment(images, generator),)), synthetic.labels)
             grads = torch.autograd.grad(loss, list(params.values()), create_graph=differentiable)
-            params, moments = adam_step(params, grads, moments, step, options.inner_lr)
+            if options.inner_optimizer == "adam":
+                params, moments = adam_step(params, grads, moments, step, options.inner_lr)
+            else:
+                params, moments = sgd_step(params, grads, moments, options.inner_lr, options.inner_momentum)
         return params
 
     def _clip(self, synthetic: Synthetic) -> None:

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from ddnb import augment
-from ddnb.distill.loop import RealSampler, Synthetic, network_like
+from ddnb.distill.loop import Preset, RealSampler, Synthetic, network_like
 from ddnb.nets import reinitialise
 
 
@@ -35,6 +35,13 @@ class DMOptions:
 
 PUBLISHED = {ipc: DMOptions() for ipc in (1, 10, 50)}  # steps: 20,000 for every IPC
 PUBLISHED_STEPS = 20_000
+# Reduced settings per profile (ddnb's own): smoke and quick run on shapes with the tiny ConvNet, cifar10-cpu
+# fits 60 minutes on 2 cores (about 1.5 s per step with 64 real images per class).
+PRESETS = {
+    "smoke": Preset(200, DMOptions(real_per_class=32, net="convnet-tiny")),
+    "quick": Preset(400, DMOptions(real_per_class=64, net="convnet-tiny")),
+    "cifar10-cpu": Preset(2000, DMOptions(real_per_class=64)),
+}
 
 
 class DistributionMatching:

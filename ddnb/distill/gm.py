@@ -23,7 +23,7 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 
 from ddnb import augment
-from ddnb.distill.loop import RealSampler, Synthetic, network_like
+from ddnb.distill.loop import Preset, RealSampler, Synthetic, network_like
 from ddnb.nets import reinitialise
 
 
@@ -42,6 +42,13 @@ class GMOptions:
 
 PUBLISHED = {1: GMOptions(outer_loop=1, inner_loop=1), 10: GMOptions(outer_loop=10, inner_loop=50), 50: GMOptions(outer_loop=50, inner_loop=10)}
 PUBLISHED_STEPS = 1000
+# Reduced settings per profile (ddnb's own): fewer inner/outer loops and real images so a step takes
+# seconds; cifar10-cpu fits 60 minutes on 2 cores with the default ConvNet.
+PRESETS = {
+    "smoke": Preset(30, GMOptions(outer_loop=10, inner_loop=10, real_per_class=32, lr_images=0.5, net="convnet-tiny")),
+    "quick": Preset(60, GMOptions(outer_loop=10, inner_loop=10, real_per_class=64, lr_images=0.5, net="convnet-tiny")),
+    "cifar10-cpu": Preset(200, GMOptions(outer_loop=2, inner_loop=5, real_per_class=64)),
+}
 
 
 def gradient_distance(real: dict[str, torch.Tensor], synthetic: dict[str, torch.Tensor]) -> torch.Tensor:

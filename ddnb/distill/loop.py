@@ -95,6 +95,15 @@ class LoopConfig:
     progress: bool = field(default=True, metadata={"help": "show a progress bar"})
 
 
+@dataclass(frozen=True)
+class Preset:
+    """A method's settings for one profile: how many steps, which options, and whether the data is ZCA-whitened."""
+
+    steps: int = field(metadata={"help": "number of outer distillation steps"})
+    options: Any = field(metadata={"help": "the method's options dataclass"})
+    zca: bool = field(default=False, metadata={"help": "distil (and evaluate) in ZCA-whitened input space"})
+
+
 def initial_images(dataset: Dataset, ipc: int, init: str, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """Class-major starting images [C*ipc, C, H, W] and labels: random real ones, or Gaussian noise."""
     labels = torch.arange(dataset.num_classes).repeat_interleave(ipc)

@@ -28,7 +28,7 @@ from torch.func import functional_call
 
 from ddnb import augment
 from ddnb.distill.experts import ExpertConfig, Trajectory, expert_trajectories
-from ddnb.distill.loop import RealSampler, Synthetic, network_like
+from ddnb.distill.loop import Preset, RealSampler, Synthetic, network_like
 from ddnb.errors import DdnbError
 from ddnb.store import Store
 
@@ -61,6 +61,16 @@ PUBLISHED = {
     50: MTTOptions(max_start_epoch=40, lr_images=100.0),
 }
 PUBLISHED_STEPS = 5000
+PUBLISHED_ZCA = {1: True, 10: True, 50: False}
+# Reduced settings per profile (ddnb's own): few short experts with snapshots inside an epoch, fewer
+# unrolled steps; cifar10-cpu keeps experts and distillation within 60 minutes each on 2 cores.
+_SMALL = dict(experts=2, expert_epochs=2, max_start_epoch=2, expert_epochs_trained=4, net="convnet-tiny")
+PRESETS = {
+    "smoke": Preset(60, MTTOptions(syn_steps=10, lr_images=100.0, **_SMALL)),
+    "quick": Preset(150, MTTOptions(syn_steps=20, lr_images=100.0, **_SMALL)),
+    "cifar10-cpu": Preset(150, MTTOptions(syn_steps=15, experts=2, expert_epochs_trained=5, expert_snapshot_iterations=49,
+                                          expert_epochs=4, max_start_epoch=8), zca=True),
+}
 
 
 def parameter_distance(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -54,17 +54,3 @@ def test_matching_gradient_reaches_the_synthetic_images():
     loss = gradient_distance(g_real, method._per_class_gradients(params, syn, labels_syn, 2))
     (image_grad,) = torch.autograd.grad(loss, syn)
     assert torch.isfinite(image_grad).all() and image_grad.abs().sum() > 0
-
-
-def test_gm_beats_random_real_images_on_shapes(shapes_small):
-    from ddnb.distill import LoopConfig, distill
-    from ddnb.train import EvalConfig, run
-
-    test = (shapes_small.test.images, shapes_small.test.labels)
-    config = EvalConfig("paper300", "convnet-tiny", seeds=(0, 1))
-    random = distill("random", shapes_small, ipc=10, seed=0)
-    gm = distill("gm", shapes_small, ipc=10, seed=0, loop=LoopConfig(steps=30, progress=False),
-                 outer_loop=10, inner_loop=10, real_per_class=32, lr_images=0.5, net="convnet-tiny")
-    assert gm.losses[-5:].mean() < gm.losses[:5].mean()  # the gradient distance goes down
-    random_acc, gm_acc = run(random.images, random.labels, test, config).mean, run(gm.images, gm.labels, test, config).mean
-    assert gm_acc > random_acc + 0.03, (gm_acc, random_acc)

@@ -1,0 +1,166 @@
+"""Paper section 3: can distilled data substitute for real data?
+
+- ``mixing``: add k real images per class to a set and train with the paper's protocol (one stacked
+  run over seeds; each seed draws its own real images and network);
+- ``recognition_by_real_models``: accuracy of networks trained on real data on each distilled set;
+- ``pixel_histograms``: distribution of un-normalised pixel values;
+- ``feature_map``: a 2-D map of penultimate features of test and distilled images.
+
+Every function takes sets in the analysis input space (``in_analysis_space``: normalised, never ZCA),
+as the paper's analyses do.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+import torch
+from torch import nn
+
+from ddnb.data import Dataset, sample_per_class
+from ddnb.distill.result import Distilled
+from ddnb.errors import DdnbError
+from ddnb.nets import build_net
+from ddnb.stacked import evaluate_seeds
+from ddnb.store import Store
+from ddnb.train import EvalConfig, Protocol, evaluate, train
+
+PAPER_KS = (0, 2, 10, 50, 250)
+MODEL_KIND = "model"
+
+
+def in_analysis_space(distilled: Distilled, dataset: Dataset) -> torch.Tensor:
+    """The set's images [M, C, H, W] re-encoded for ``dataset`` (e.g. a ZCA set into plain normalisation)."""
+    pixels = distilled.pixels().to(dataset.train.images.device)
+    if pixels.shape[1:] != dataset.train.images.shape[1:]:
+        raise DdnbError(f"distilled images {tuple(pixels.shape[1:])} do not fit the data set's {dataset.image_shape}")
+    return dataset.transform.encode(pixels)
+
+
+@dataclass
+class MixingResult:
+    """Test accuracy [len(ks), len(seeds)] of networks trained on a set plus k real images per class."""
+
+    ks: list[int]
+    seeds: list[int]
+    accuracies: torch.Tensor
+
+    @property
+    def mean(self) -> torch.Tensor:
+        return self.accuracies.mean(1)
+
+    @property
+    def std(self) -> torch.Tensor:
+        return self.accuracies.std(1) if len(self.seeds) > 1 else torch.zeros(len(self.ks))
+
+
+def _mixing_point(images, labels, dataset: Dataset, k: int, config: EvalConfig) -> torch.Tensor:
+    """Accuracies [seeds] for one k: seed s adds its own k real images per class and trains its own network."""
+    train = dataset.train
+    extra = torch.stack([sample_per_class(train.labels, k, 10_000 + seed, dataset.num_classes) for seed in config.seeds])
+    pool_images, pool_labels = torch.cat([images, train.images]), torch.cat([labels.to(train.labels), train.labels])
+    own = torch.arange(len(images)).expand(len(config.seeds), -1)
+    subsets = torch.cat([own, extra + len(images)], dim=1)  # [S, M + k*C] indices into the pooled images
+    test = (dataset.test.images, dataset.test.labels)
+    return evaluate_seeds(pool_images, pool_labels, test, config, dataset.num_classes, subsets).accuracies
+
+
+def mixing(images: torch.Tensor, labels: torch.Tensor, dataset: Dataset, ks: Sequence[int] = PAPER_KS,
+           config: EvalConfig = EvalConfig()) -> MixingResult:
+    """Train on ``images`` [M, C, H, W] / ``labels`` [M] plus k random real training images per class, for each
+    k in ``ks``, one network per seed of ``config`` (the real images drawn differently per seed too).
+
+    The paper's protocol (``paper300``: full batch, 300 steps) trains on all M + k*classes images at once.
+    """
+    if labels.dim() != 1:
+        raise DdnbError("mixing needs hard labels [M]; soft-label sets cannot be mixed with real images as the paper does")
+    accuracies = torch.stack([_mixing_point(images, labels, dataset, k, config) for k in ks])
+    return MixingResult(list(ks), list(config.seeds), accuracies)
+
+
+def real_trained_model(dataset: Dataset, net: str, protocol: Protocol, seed: int = 0, store: Store | None = None) -> nn.Module:
+    """A ``net`` trained on all of ``dataset.train`` with ``protocol`` (loaded from the store when made before)."""
+    channels, size = dataset.image_shape[0], dataset.image_shape[-1]
+    model = build_net(net, seed, channels, size, dataset.num_classes, device=dataset.train.images.device)
+
+    def make():
+        train(model, dataset.train.images, dataset.train.labels, protocol, seed, progress=True)
+        return model.state_dict(), {"test_accuracy": evaluate(model, dataset.test.images, dataset.test.labels).accuracy}
+
+    if store is None:
+        make()
+        return model
+    key = {"data": dataset.source, "net": net, "protocol": dataclasses.asdict(protocol), "seed": seed}
+    model.load_state_dict(store.get_or_make(MODEL_KIND, key, make).tensors)
+    return model
+
+
+def recognition_by_real_models(models: Mapping[str, nn.Module], sets: Mapping[str, tuple[torch.Tensor, torch.Tensor]]
+                               ) -> dict[str, dict[str, float]]:
+    """Accuracy in [0, 1] of each real-trained model on each set: ``{model: {set: accuracy}}``.
+
+    Keys stay attached to their numbers all the way to the plot (the paper's bar chart swapped them).
+    """
+    return {name: {set_name: evaluate(model, images, labels.to(images.device)).accuracy
+                   for set_name, (images, labels) in sets.items()} for name, model in models.items()}
+
+
+@dataclass
+class Histogram:
+    """Density of values per bin: ``edges`` [bins + 1], ``density`` [bins] (integrates to 1)."""
+
+    edges: torch.Tensor
+    density: torch.Tensor
+    below: float  # fraction of values under 0
+    above: float  # fraction of values over 1
+
+
+def pixel_histograms(sets: Mapping[str, torch.Tensor], bins: int = 100, value_range: tuple[float, float] | None = None
+                     ) -> dict[str, Histogram]:
+    """Histograms of un-normalised pixel values (all channels) of each set of pixels [N, C, H, W], on shared bins."""
+    if value_range is None:
+        low = min(float(pixels.min()) for pixels in sets.values())
+        high = max(float(pixels.max()) for pixels in sets.values())
+        value_range = (min(low, 0.0), max(high, 1.0))
+    out = {}
+    for name, pixels in sets.items():
+        values = pixels.detach().float().flatten().cpu()
+        density, edges = torch.histogram(values, bins=bins, range=value_range, density=True)
+        out[name] = Histogram(edges, density, float((values < 0).float().mean()), float((values > 1).float().mean()))
+    return out
+
+
+@dataclass
+class FeatureMap:
+    """2-D coordinates of penultimate features: ``points[name]`` [N, 2]; ``method`` says how they were made."""
+
+    points: dict[str, torch.Tensor]
+    method: str
+
+
+def _project(features: torch.Tensor, seed: int) -> tuple[torch.Tensor, str]:
+    try:
+        import umap  # optional: pip install umap-learn
+    except ImportError:
+        # Fallback: the top two principal components (linear, deterministic); clusters overlap more than under UMAP.
+        centred = features - features.mean(0)
+        _, _, v = torch.linalg.svd(centred, full_matrices=False)
+        return centred @ v[:2].T, "pca"
+    reducer = umap.UMAP(n_components=2, random_state=seed)
+    return torch.from_numpy(reducer.fit_transform(features.numpy())).float(), "umap"
+
+
+@torch.no_grad()
+def feature_map(net: nn.Module, sets: Mapping[str, torch.Tensor], seed: int = 0) -> FeatureMap:
+    """Penultimate features (``net.features``) of every set of images [N, C, H, W], mapped jointly to 2-D
+    (UMAP when ``umap-learn`` is installed, else the top two principal components)."""
+    net.eval()
+    features = {name: torch.cat([net.features(part) for part in images.split(500)]).flatten(1).cpu()
+                for name, images in sets.items()}
+    coordinates, method = _project(torch.cat(list(features.values())), seed)
+    points, start = {}, 0
+    for name, value in features.items():
+        points[name], start = coordinates[start:start + len(value)], start + len(value)
+    return FeatureMap(points, method)

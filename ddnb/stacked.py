@@ -1,0 +1,184 @@
+"""Train many networks of one architecture as one batched computation (``torch.func`` stacking + ``vmap``).
+
+Model pools (hundreds of small-subset models, early-training curves of many seeds), multi-seed evaluation
+and leave-one-out retraining all train M copies of one network that differ only in their initialisation,
+their batch order or the weights of their training images. Stacking their parameters along a leading
+dimension turns M small training runs into one run of batched kernels: the same numbers as M calls of
+``ddnb.train.train`` (to float tolerance), at a fraction of the Python and kernel-launch overhead.
+
+Model m draws its batches and augmentation from ``torch.Generator().manual_seed(seeds[m])`` exactly as
+``train(..., seed=seeds[m])`` does, so a stacked run and a loop of single runs see the same data.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call, grad_and_value, stack_module_state, vmap
+from tqdm.auto import tqdm
+
+from ddnb import augment
+from ddnb.errors import DdnbError
+from ddnb.nets import build_net
+from ddnb.train import EvalConfig, Protocol, batches, get_protocol
+
+
+@dataclass
+class Stack:
+    """M networks of one architecture: parameters and momentum buffers stacked as [M, ...] tensors."""
+
+    template: nn.Module  # the architecture, on the meta device (holds no weights)
+    params: dict[str, torch.Tensor]
+    momenta: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    @property
+    def size(self) -> int:
+        return next(iter(self.params.values())).shape[0]
+
+    def unstack(self, index: int, like: nn.Module) -> nn.Module:
+        """Network ``index`` as a module: a copy of ``like`` with its parameters."""
+        net = copy.deepcopy(like)
+        net.load_state_dict({name: value[index] for name, value in self.params.items()}, strict=False)
+        return net
+
+
+def stack(nets: Sequence[nn.Module]) -> Stack:
+    """Stack the parameters of ``nets`` (same architecture, no running-statistics buffers such as BatchNorm's)."""
+    if any(len(list(net.buffers())) for net in nets):
+        raise DdnbError("stacked training needs networks without buffers (BatchNorm's running statistics); "
+                        "use the ConvNet family (instance norm) or train such networks one by one")
+    params, _ = stack_module_state(list(nets))
+    return Stack(copy.deepcopy(nets[0]).to("meta"), {k: v.detach().clone() for k, v in params.items()})
+
+
+def logits(stacked: Stack, images: torch.Tensor, shared: bool = True, chunk: int = 500) -> torch.Tensor:
+    """Logits [M, N, classes] of every network on images [N, C, H, W] (``shared``) or [M, N, C, H, W]."""
+    def one(params, x):
+        return functional_call(stacked.template, params, (x,))
+
+    in_dims = (0, None) if shared else (0, 0)
+    split_dim = 0 if shared else 1
+    with torch.no_grad():
+        return torch.cat([vmap(one, in_dims=in_dims)(stacked.params, part) for part in images.split(chunk, split_dim)], dim=1)
+
+
+def _weighted_loss(template: nn.Module):
+    def loss(params, images, labels, weights):
+        per_image = F.cross_entropy(functional_call(template, params, (images,)), labels, reduction="none")
+        return (weights * per_image).sum() / weights.sum()
+    return loss
+
+
+def sgd_step(stacked: Stack, images: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor, lr: float,
+             protocol: Protocol) -> torch.Tensor:
+    """One SGD(+momentum, weight decay) update of every network, as ``torch.optim.SGD`` does it.
+
+    images [M, B, C, H, W], labels [M, B] (or soft [M, B, classes]), weights [M, B] (0 drops an image).
+    Returns the weighted mean loss of each network [M].
+    """
+    grads, losses = vmap(grad_and_value(_weighted_loss(stacked.template)))(stacked.params, images, labels, weights)
+    for name, param in stacked.params.items():
+        step = grads[name] + protocol.weight_decay * param if protocol.weight_decay else grads[name]
+        if protocol.momentum:
+            previous = stacked.momenta.get(name)
+            step = step if previous is None else protocol.momentum * previous + step
+            stacked.momenta[name] = step
+        stacked.params[name] = param - lr * step
+    return losses.detach()
+
+
+@dataclass
+class StackedResult:
+    """What a stacked run leaves behind; the trained networks stay in the ``Stack``."""
+
+    losses: torch.Tensor  # [M, iterations] each network's batch loss per update
+    predictions: dict[int, torch.Tensor] = field(default_factory=dict)  # iteration -> predicted class [M, N_eval]
+    accuracies: dict[int, torch.Tensor] = field(default_factory=dict)  # iteration -> accuracy [M] on the eval split
+    snapshots: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict)  # iteration -> parameters [kept, ...]
+
+
+def _record(stacked: Stack, iteration: int, eval_split, result: StackedResult) -> None:
+    predictions = logits(stacked, eval_split[0]).argmax(-1)  # [M, N_eval]
+    result.predictions[iteration] = predictions.cpu()
+    result.accuracies[iteration] = (predictions == eval_split[1]).float().mean(1).cpu()
+
+
+def _batch(images, labels, weights, subsets, schedules, generators, protocol, m):
+    index = next(schedules[m]).to(images.device)
+    chosen = index if subsets is None else subsets[m].to(images.device)[index]
+    batch = images[chosen]
+    if protocol.augment:
+        batch = augment.augment(batch, generators[m], shared=False)
+    return batch, labels[chosen], (torch.ones(len(chosen), device=images.device) if weights is None else weights[m][index])
+
+
+def train_stacked(
+    stacked: Stack,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    protocol: Protocol,
+    seeds: Sequence[int],
+    subsets: torch.Tensor | None = None,
+    weights: torch.Tensor | None = None,
+    eval_split: tuple[torch.Tensor, torch.Tensor] | None = None,
+    record_at: Sequence[int] = (),
+    snapshot_at: Sequence[int] = (),
+    snapshot_models: int | None = None,
+    progress: bool = False,
+) -> StackedResult:
+    """Train every network of ``stacked`` in place with ``protocol``, network m as ``train(seed=seeds[m])``.
+
+    images [N, C, H, W] and labels [N] are shared. ``subsets`` [M, n] (optional) gives each network its own
+    training images (indices into ``images``, equal counts); ``weights`` [M, n] (optional) weights each
+    network's training images in its mean loss (0 leaves one out). At each iteration in ``record_at``
+    predictions and accuracy on ``eval_split`` are recorded; at each one in ``snapshot_at`` the parameters
+    of the first ``snapshot_models`` networks (all by default) are copied.
+    """
+    count = len(images) if subsets is None else subsets.shape[1]
+    if len(seeds) != stacked.size:
+        raise DdnbError(f"{len(seeds)} seeds for {stacked.size} stacked networks")
+    total, lr = protocol.iterations(count), protocol.lr
+    generators = [torch.Generator().manual_seed(seed) for seed in seeds]
+    schedules = [batches(count, protocol, generator) for generator in generators]
+    result, record, snapshot = StackedResult(losses=torch.empty(stacked.size, total)), set(record_at), set(snapshot_at)
+    for iteration in tqdm(range(total + 1), desc=f"{protocol.name} x{stacked.size}", disable=not progress, leave=False):
+        if iteration in record and eval_split is not None:
+            _record(stacked, iteration, eval_split, result)
+        if iteration in snapshot:
+            result.snapshots[iteration] = {name: value[:snapshot_models].detach().cpu().clone() for name, value in stacked.params.items()}
+        if iteration == total:
+            break
+        if protocol.decay_at_half and iteration == total // 2:
+            lr = protocol.lr * 0.1
+        parts = [_batch(images, labels, weights, subsets, schedules, generators, protocol, m) for m in range(stacked.size)]
+        batch_images, batch_labels, batch_weights = (torch.stack(part) for part in zip(*parts))
+        losses = sgd_step(stacked, batch_images, batch_labels, batch_weights, lr, protocol)
+        if not torch.isfinite(losses).all():
+            raise DdnbError(f"training diverged: a stacked network's loss is not finite at iteration {iteration}; lower the learning rate")
+        result.losses[:, iteration] = losses.cpu()
+    return result
+
+
+@dataclass
+class StackedEvaluation:
+    """Test predictions [S, T] and accuracies [S] of one network per seed trained on a set."""
+
+    predictions: torch.Tensor
+    accuracies: torch.Tensor
+
+
+def evaluate_seeds(images: torch.Tensor, labels: torch.Tensor, test: tuple[torch.Tensor, torch.Tensor], config: EvalConfig,
+                   num_classes: int = 10, subsets: torch.Tensor | None = None) -> StackedEvaluation:
+    """``ddnb.train.run`` as one stacked run: train a ``config.net`` per seed on images [N, C, H, W] / labels [N]
+    (network s on ``subsets[s]`` when given) with ``config.protocol`` and test each on ``test``."""
+    channels, size = images.shape[1], images.shape[-1]
+    stacked = stack([build_net(config.net, seed, channels, size, num_classes, device=images.device) for seed in config.seeds])
+    protocol = get_protocol(config.protocol, lr=config.lr, steps=config.steps)
+    train_stacked(stacked, images, labels, protocol, list(config.seeds), subsets=subsets)
+    predictions = logits(stacked, test[0]).argmax(-1)
+    return StackedEvaluation(predictions.cpu(), (predictions == test[1]).float().mean(1).cpu())

@@ -1,0 +1,60 @@
+import pytest
+import torch
+
+from ddnb.analysis.substitution import (feature_map, in_analysis_space, mixing, pixel_histograms, real_trained_model,
+                                        recognition_by_real_models)
+from ddnb.data import DataConfig, load_dataset
+from ddnb.distill import distill
+from ddnb.store import Store
+from ddnb.train import EvalConfig, get_protocol, run
+
+CONFIG = EvalConfig("paper300", "convnet-tiny", seeds=(0, 1), steps=100)
+
+
+def test_mixing_without_real_images_is_the_plain_evaluation_and_real_images_help_random_sets(shapes_small):
+    subset = distill("random", shapes_small, ipc=10, seed=0)
+    result = mixing(subset.images, subset.labels, shapes_small, ks=(0, 40), config=CONFIG)
+    assert result.accuracies.shape == (2, 2) and result.ks == [0, 40]
+    plain = run(subset.images, subset.labels, (shapes_small.test.images, shapes_small.test.labels), CONFIG)
+    assert result.accuracies[0].tolist() == pytest.approx(plain.accs, abs=0.01)
+    assert result.mean[1] > result.mean[0] + 0.05  # 10 -> 50 real images per class: clearly better
+    assert (result.std >= 0).all()
+
+
+def test_a_zca_set_is_re_encoded_into_the_analysis_space(store):
+    zca = load_dataset(DataConfig("shapes", train_per_class=50, test_size=10, zca=True), store)
+    plain = load_dataset(DataConfig("shapes", train_per_class=50, test_size=10), store)
+    subset = distill("random", zca, ipc=2, seed=0)
+    assert torch.allclose(in_analysis_space(subset, plain), plain.transform.encode(subset.pixels()), atol=1e-5)
+    assert torch.allclose(subset.pixels(), plain.transform.decode(in_analysis_space(subset, plain)), atol=1e-4)
+
+
+def test_pixel_histograms_share_bins_and_count_values_outside_the_unit_range():
+    inside, wide = torch.rand(2, 3, 4, 4), torch.linspace(-1, 2, 96).view(2, 3, 4, 4)
+    histograms = pixel_histograms({"real": inside, "distilled": wide}, bins=30)
+    assert torch.equal(histograms["real"].edges, histograms["distilled"].edges)
+    width = histograms["real"].edges.diff()
+    assert float((histograms["distilled"].density * width).sum()) == pytest.approx(1.0)
+    assert histograms["real"].below == 0 and histograms["distilled"].below == pytest.approx(1 / 3, abs=0.02)
+    assert histograms["distilled"].above == pytest.approx(1 / 3, abs=0.02)
+
+
+def test_real_models_are_cached_and_score_sets_under_their_own_names(shapes_small, tmp_path):
+    protocol = get_protocol("real", steps=20)
+    first = real_trained_model(shapes_small, "convnet-tiny", protocol, seed=0, store=Store(tmp_path))
+    again = real_trained_model(shapes_small, "convnet-tiny", protocol, seed=0, store=Store(tmp_path))
+    assert torch.equal(first.head.weight, again.head.weight) and len(list((tmp_path / "model").glob("*.json"))) == 1
+    test = (shapes_small.test.images, shapes_small.test.labels)
+    wrong = (shapes_small.test.images, (shapes_small.test.labels + 1) % 10)
+    scores = recognition_by_real_models({"tiny": first}, {"test": test, "shifted": wrong})
+    assert set(scores["tiny"]) == {"test", "shifted"} and scores["tiny"]["test"] > scores["tiny"]["shifted"]
+
+
+def test_feature_map_places_every_set_in_one_2d_space(shapes_small):
+    from ddnb.nets import build_net
+
+    sets = {"test": shapes_small.test.images[:60], "distilled": shapes_small.train.images[:10]}
+    first = feature_map(build_net("convnet-tiny", 0), sets)
+    assert first.points["test"].shape == (60, 2) and first.points["distilled"].shape == (10, 2)
+    assert first.method in ("umap", "pca")
+    assert torch.equal(feature_map(build_net("convnet-tiny", 0), sets).points["test"], first.points["test"])
