@@ -17,7 +17,6 @@ from ddnb.distill.loop import LoopConfig, Preset, finish, make_synthetic, run_lo
 from ddnb.distill.real_subset import random_subset
 from ddnb.distill.result import Distilled
 from ddnb.errors import DdnbError
-from ddnb.profiles import PROFILES
 from ddnb.store import Store
 
 # method name -> (options dataclass, Method class); "random" has no optimisation loop
@@ -30,6 +29,8 @@ METHODS = ("random", *OPTIMISED)
 def preset(method: str, profile: str = "paper", ipc: int = 10) -> Preset:
     """``method``'s settings for a profile: the reduced presets beside each method's code, or for ``paper``
     the published CIFAR-10 settings at ``ipc`` (the nearest published IPC when ``ipc`` has none)."""
+    from ddnb.profiles import PROFILES  # profiles may name analysis settings that import distill: import late
+
     if method not in OPTIMISED:
         raise DdnbError(f"unknown method {method!r}; choose one of {', '.join(OPTIMISED)}")
     if profile not in PROFILES:
