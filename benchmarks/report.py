@@ -52,10 +52,36 @@ def speed_table() -> str:
     return "\n".join(rows)
 
 
+def influence_table() -> str:
+    rows = ["| device | net | steps timed | batched s/model-step | one-by-one s/model-step | speed-up | 101 x 300 (batched / one-by-one, extrapolated) | threads |",
+            "|---|---|---|---|---|---|---|---|"]
+    for name in ("influence-speed-cpu.json", "influence-speed-cuda.json"):
+        report = _load(name)
+        for net, r in (report or {}).get("nets", {}).items():
+            batched, sequential = r["batched"], r["sequential"]
+            rows.append(f"| {report['device']} | {net} | {r['steps']} | {batched['seconds_per_model_step']:.3f} | "
+                        f"{sequential['seconds_per_model_step']:.3f} | {r['speedup']:.2f} | "
+                        f"{batched['extrapolated_101x300_seconds'] / 60:.0f} / {sequential['extrapolated_101x300_seconds'] / 60:.0f} min | "
+                        f"{report['threads']} |")
+    return "\n".join(rows)
+
+
+def stacked_table() -> str:
+    rows = ["| device | net | workload | networks | iterations | one-by-one s/net | stacked s/net | speed-up | max parameter difference |",
+            "|---|---|---|---|---|---|---|---|---|"]
+    for name in ("stacked-speed-cpu.json", "stacked-speed-cuda.json"):
+        report = _load(name)
+        for r in (report or {}).get("results", []):
+            rows.append(f"| {report['device']} | {r['net']} | {r['workload']} | {r['networks']} | {r['iterations']} | "
+                        f"{r['sequential_s_per_net']:.2f} | {r['stacked_s_per_net']:.2f} | {r['speedup']:.2f} | {r['max_param_difference']:.1e} |")
+    return "\n".join(rows)
+
+
 def main() -> None:
     readme = HERE / "README.md"
     text = readme.read_text()
-    for marker, table in (("foundation", foundation_table()), ("speed", speed_table())):
+    tables = (("foundation", foundation_table()), ("speed", speed_table()), ("influence", influence_table()), ("stacked", stacked_table()))
+    for marker, table in tables:
         block = f"<!-- {marker} -->\n{table}\n<!-- /{marker} -->"
         text = re.sub(rf"<!-- {marker} -->.*?<!-- /{marker} -->", lambda _: block, text, flags=re.S)
     readme.write_text(text)

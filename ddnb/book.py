@@ -1,18 +1,104 @@
 """``ddnb book``: execute the parameterized notebooks for a profile, then build the static HTML book.
 
 The book's sources sit at the repository root (``_config.yml``, ``_toc.yml``, ``book/``,
-``notebooks/``); the HTML goes to ``_build/html``. Sphinx warnings are errors.
+``notebooks/``); the HTML goes to ``_build/html``. Sphinx warnings are errors. Each notebook in
+``notebooks/`` is executed by papermill into ``book/`` (git-ignored) with the profile's parameters,
+unless the copy there was made from the same notebook, parameters and ddnb source (its execution key).
+``load_sets`` is what every notebook starts from: the profile, the data and the distilled sets.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
+from ddnb import __version__
 from ddnb.errors import DdnbError
-from ddnb.profiles import Profile
+from ddnb.profiles import Profile, get_profile
+
+PACKAGE = Path(__file__).resolve().parent
+
+
+@dataclass
+class Run:
+    """What a notebook analyses: the profile, its data set (analysis space) and the distilled sets by name."""
+
+    profile: Profile
+    data_name: str
+    device: torch.device
+    ipc: int
+    dataset: object
+    sets: dict
+    store: object
+
+
+def load_sets(profile: str, data: str | None, ipc: int | None, methods: list[str], seed: int = 0, device: str = "auto",
+              store: str | None = None, extra_sets: list[str] = ()) -> Run:
+    """The profile's data and one distilled set per method (made once, then loaded from the store), plus
+    ``extra_sets`` (paths of sets written by ``ddnb distill`` or ``ddnb import``) under their file names."""
+    from ddnb.data import load_dataset
+    from ddnb.distill import Distilled, distill_preset
+    from ddnb.store import Store
+    from ddnb.train import resolve_device
+
+    settings, device, store = get_profile(profile, data), resolve_device(device), Store(store)
+    ipc = ipc or settings.ipc
+    dataset = load_dataset(settings.data, store, device)
+    sets = {m: distill_preset(m, settings.data, profile, ipc, seed, store, device, progress=False) for m in methods}
+    sets |= {Path(path).name.removesuffix(".safetensors"): Distilled.load(path, device) for path in extra_sets}
+    return Run(settings, settings.data.name, device, ipc, dataset, sets, store)
+
+
+def notebook_parameters(profile: Profile, device: str, store: str | None) -> dict:
+    """What ``ddnb book`` passes to every notebook's ``parameters`` cell."""
+    return {"profile": profile.name, "data": profile.data.name, "ipc": profile.ipc, "device": device,
+            "store": None if store is None else str(store)}
+
+
+def _source_hash() -> str:
+    digest = hashlib.sha256(__version__.encode())
+    for path in sorted(PACKAGE.rglob("*.py")):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def execution_key(notebook: Path, parameters: dict) -> str:
+    """Hash of the notebook source, its parameters and the ddnb source that runs it."""
+    payload = notebook.read_bytes() + json.dumps(parameters, sort_keys=True).encode() + _source_hash().encode()
+    return hashlib.sha256(payload).hexdigest()
+
+
+def _executed_key(path: Path) -> str | None:
+    if not path.exists():
+        return None
+    return json.loads(path.read_text()).get("metadata", {}).get("ddnb", {}).get("execution_key")
+
+
+def execute_notebooks(root: Path, parameters: dict) -> list[Path]:
+    """Execute every ``notebooks/*.ipynb`` into ``book/`` unless its execution key is unchanged; returns the outputs."""
+    import nbformat
+    import papermill
+
+    outputs = []
+    for source in sorted((root / "notebooks").glob("*.ipynb")):
+        target, key = root / "book" / source.name, execution_key(source, parameters)
+        if _executed_key(target) != key:
+            try:
+                papermill.execute_notebook(str(source), str(target), parameters=parameters, cwd=str(root), progress_bar=False)
+            except papermill.PapermillExecutionError as error:
+                raise DdnbError(f"notebook {source.name} failed: {error.ename}: {error.evalue} (see {target})") from None
+            executed = nbformat.read(target, as_version=4)
+            executed.metadata["ddnb"] = {"execution_key": key, "parameters": parameters}
+            nbformat.write(executed, target)
+        outputs.append(target)
+    return outputs
 
 
 def jupyter_book_command() -> list[str]:
@@ -24,11 +110,12 @@ def jupyter_book_command() -> list[str]:
     return [found]
 
 
-def build_book(profile: Profile, root: str | Path = ".") -> Path:
-    """Build the book at ``root`` for ``profile``; returns the path of the HTML index."""
+def build_book(profile: Profile, root: str | Path = ".", device: str = "auto", store: str | None = None) -> Path:
+    """Execute the notebooks for ``profile`` and build the book at ``root``; returns the path of the HTML index."""
     root = Path(root).resolve()
     if not (root / "_config.yml").exists() or not (root / "_toc.yml").exists():
         raise DdnbError(f"{root} holds no book (_config.yml and _toc.yml); run from the ddnb checkout or pass --root")
+    execute_notebooks(root, notebook_parameters(profile, device, store))
     command = jupyter_book_command() + ["build", str(root), "--path-output", str(root), "-W", "-n", "--keep-going"]
     completed = subprocess.run(command, capture_output=True, text=True)
     if completed.returncode != 0:

@@ -172,7 +172,7 @@ def cmd_book(args: argparse.Namespace) -> None:
     from ddnb.book import build_book
     from ddnb.profiles import get_profile
 
-    index = build_book(get_profile(args.profile, args.data), Path(args.root))
+    index = build_book(get_profile(args.profile, args.data), Path(args.root), args.device, args.store)
     print(index)
 
 

@@ -12,9 +12,29 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
+from ddnb.analysis.dynamics import PoolConfig
 from ddnb.data import DataConfig
 from ddnb.errors import DdnbError
 from ddnb.train import EvalConfig
+
+
+@dataclass(frozen=True)
+class AnalysisSizes:
+    """How much of each analysis a profile runs (the paper's values are the ``paper`` profile's)."""
+
+    mixing_ks: tuple[int, ...] = field(default=(0, 2, 10, 50, 250), metadata={"help": "real images per class added to each set"})
+    real_nets: tuple[str, ...] = field(default=("convnet", "convnet-tiny", "resnet18", "resnet34"),
+                                       metadata={"help": "networks trained on real data that score the distilled sets"})
+    real_epochs: int = field(default=50, metadata={"help": "epochs of the 'real' protocol for those networks"})
+    pools: PoolConfig = field(default=PoolConfig(), metadata={"help": "subset and early-training model pools"})
+    curvature_iterations: int = field(default=300, metadata={"help": "iterations of real training along which curvature is measured"})
+    curvature_every: int = field(default=10, metadata={"help": "iterations between curvature measurements"})
+    curvature_probes: int = field(default=64, metadata={"help": "Hutchinson probes per trace estimate"})
+    curvature_real_images: int | None = field(default=None, metadata={"help": "real training images used for the real-data curvature (None: all)"})
+    influence_test_images: int | None = field(default=None, metadata={"help": "test images scored by leave-one-out influence (None: all)"})
+    influence_images_per_class: int | None = field(default=None, metadata={"help": "distilled images left out, per class (None: all)"})
+    influence_steps: int = field(default=300, metadata={"help": "length of the paper300 training behind leave-one-out"})
+    influence_cg_iterations: int = field(default=100, metadata={"help": "conjugate-gradient iterations of the influence-function estimate"})
 
 
 @dataclass(frozen=True)
@@ -26,24 +46,43 @@ class Profile:
     data: DataConfig = field(metadata={"help": "the data set and how much of it"})
     evaluation: EvalConfig = field(metadata={"help": "how distilled sets are scored"})
     ipc: int = field(default=10, metadata={"help": "images per class of every distilled set"})
+    analysis: AnalysisSizes = field(default=AnalysisSizes(), metadata={"help": "sizes of the analyses"})
 
 
 PROFILES = {
     "smoke": Profile(
         "smoke", "tiny networks and few steps, to test the whole pipeline",
-        DataConfig("shapes", train_per_class=500, test_size=2000), EvalConfig(net="convnet-tiny", seeds=(0, 1)),
+        DataConfig("shapes", train_per_class=100, test_size=1000), EvalConfig(net="convnet-tiny", seeds=(0, 1)),
+        analysis=AnalysisSizes(mixing_ks=(0, 2, 10), real_nets=("convnet-tiny",), real_epochs=2,
+                               pools=PoolConfig(net="convnet-tiny", subset_fractions=(0.02, 0.05, 0.1), models_per_fraction=2,
+                                                subset_epochs=20, early_models=2, record_every=2, snapshot_models=1),
+                               curvature_iterations=20, curvature_every=5, curvature_probes=16, curvature_real_images=500,
+                               influence_test_images=500, influence_images_per_class=1, influence_steps=100,
+                               influence_cg_iterations=20),
     ),
     "quick": Profile(
         "quick", "every analysis meaningful on the embedded shapes data, minutes on a laptop",
-        DataConfig("shapes", test_size=5000), EvalConfig(seeds=(0, 1, 2)),
+        DataConfig("shapes", train_per_class=1000, test_size=5000), EvalConfig(net="convnet-tiny", seeds=(0, 1, 2)),
+        analysis=AnalysisSizes(mixing_ks=(0, 2, 10, 50), real_nets=("convnet-tiny", "convnet"), real_epochs=3,
+                               pools=PoolConfig(net="convnet-tiny", subset_fractions=(0.01, 0.02, 0.05, 0.1), models_per_fraction=4,
+                                                subset_epochs=30, early_models=4, record_every=1, snapshot_models=1),
+                               curvature_iterations=40, curvature_every=4, curvature_probes=32, curvature_real_images=2000,
+                               influence_test_images=2000, influence_images_per_class=3),
     ),
     "cifar10-cpu": Profile(
         "cifar10-cpu", "CIFAR-10 with reduced steps and pools, hours on a 2-core CPU",
         DataConfig("cifar10"), EvalConfig(seeds=(0, 1, 2)),
+        analysis=AnalysisSizes(mixing_ks=(0, 2, 10, 50), real_nets=("convnet-tiny", "convnet"), real_epochs=5,
+                               pools=PoolConfig(subset_fractions=(0.005, 0.01, 0.02, 0.05), models_per_fraction=2, subset_epochs=20,
+                                                early_models=2, record_every=4, snapshot_models=1),
+                               curvature_iterations=100, curvature_every=10, curvature_probes=32, curvature_real_images=5000,
+                               influence_test_images=2000),
     ),
     "paper": Profile(
         "paper", "CIFAR-10 with the paper's settings, for one GPU",
         DataConfig("cifar10"), EvalConfig(seeds=(0, 1, 2, 3, 4)),
+        analysis=AnalysisSizes(pools=PoolConfig(subset_fractions=tuple(f / 1000 for f in range(5, 51, 5)), models_per_fraction=52,
+                                                early_models=30, chunk=16, snapshot_models=2)),
     ),
 }
 

@@ -78,10 +78,12 @@ def sgd_step(stacked: Stack, images: torch.Tensor, labels: torch.Tensor, weights
              protocol: Protocol) -> torch.Tensor:
     """One SGD(+momentum, weight decay) update of every network, as ``torch.optim.SGD`` does it.
 
-    images [M, B, C, H, W], labels [M, B] (or soft [M, B, classes]), weights [M, B] (0 drops an image).
-    Returns the weighted mean loss of each network [M].
+    images [M, B, C, H, W], labels [M, B] (or soft [M, B, classes]), weights [M, B] (0 drops an image);
+    or one batch for all: images [B, C, H, W] and labels [B] (then the first layer of every network runs as
+    one dense convolution rather than a grouped one). Returns the weighted mean loss of each network [M].
     """
-    grads, losses = vmap(grad_and_value(_weighted_loss(stacked.template)))(stacked.params, images, labels, weights)
+    in_dims = (0, None, None, 0) if images.dim() == 4 else 0
+    grads, losses = vmap(grad_and_value(_weighted_loss(stacked.template)), in_dims=in_dims)(stacked.params, images, labels, weights)
     for name, param in stacked.params.items():
         step = grads[name] + protocol.weight_decay * param if protocol.weight_decay else grads[name]
         if protocol.momentum:
@@ -146,6 +148,8 @@ def train_stacked(
     generators = [torch.Generator().manual_seed(seed) for seed in seeds]
     schedules = [batches(count, protocol, generator) for generator in generators]
     result, record, snapshot = StackedResult(losses=torch.empty(stacked.size, total)), set(record_at), set(snapshot_at)
+    shared = subsets is None and protocol.batch_size is None and not protocol.augment
+    shared_weights = torch.ones(stacked.size, len(images), device=images.device) if weights is None else weights.to(images.device)
     for iteration in tqdm(range(total + 1), desc=f"{protocol.name} x{stacked.size}", disable=not progress, leave=False):
         if iteration in record and eval_split is not None:
             _record(stacked, iteration, eval_split, result)
@@ -155,9 +159,12 @@ def train_stacked(
             break
         if protocol.decay_at_half and iteration == total // 2:
             lr = protocol.lr * 0.1
-        parts = [_batch(images, labels, weights, subsets, schedules, generators, protocol, m) for m in range(stacked.size)]
-        batch_images, batch_labels, batch_weights = (torch.stack(part) for part in zip(*parts))
-        losses = sgd_step(stacked, batch_images, batch_labels, batch_weights, lr, protocol)
+        if shared:  # every network sees every image each step: no per-network copies
+            losses = sgd_step(stacked, images, labels, shared_weights, lr, protocol)
+        else:
+            parts = [_batch(images, labels, weights, subsets, schedules, generators, protocol, m) for m in range(stacked.size)]
+            batch_images, batch_labels, batch_weights = (torch.stack(part) for part in zip(*parts))
+            losses = sgd_step(stacked, batch_images, batch_labels, batch_weights, lr, protocol)
         if not torch.isfinite(losses).all():
             raise DdnbError(f"training diverged: a stacked network's loss is not finite at iteration {iteration}; lower the learning rate")
         result.losses[:, iteration] = losses.cpu()

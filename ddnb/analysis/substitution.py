@@ -23,7 +23,7 @@ from ddnb.data import Dataset, sample_per_class
 from ddnb.distill.result import Distilled
 from ddnb.errors import DdnbError
 from ddnb.nets import build_net
-from ddnb.stacked import evaluate_seeds
+from ddnb.stacked import StackedEvaluation, evaluate_seeds
 from ddnb.store import Store
 from ddnb.train import EvalConfig, Protocol, evaluate, train
 
@@ -95,6 +95,13 @@ def real_trained_model(dataset: Dataset, net: str, protocol: Protocol, seed: int
     key = {"data": dataset.source, "net": net, "protocol": dataclasses.asdict(protocol), "seed": seed}
     model.load_state_dict(store.get_or_make(MODEL_KIND, key, make).tensors)
     return model
+
+
+def evaluate_sets(sets: Mapping[str, Distilled], dataset: Dataset, config: EvalConfig) -> dict[str, StackedEvaluation]:
+    """Train one network per seed on each set (in the analysis space) and test it: ``{name: StackedEvaluation}``."""
+    test = (dataset.test.images, dataset.test.labels)
+    return {name: evaluate_seeds(in_analysis_space(distilled, dataset), distilled.labels.to(test[1].device), test, config,
+                                 dataset.num_classes) for name, distilled in sets.items()}
 
 
 def recognition_by_real_models(models: Mapping[str, nn.Module], sets: Mapping[str, tuple[torch.Tensor, torch.Tensor]]

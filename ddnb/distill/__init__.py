@@ -11,11 +11,11 @@ from typing import Callable
 
 import torch
 
-from ddnb.data import Dataset
+from ddnb.data import DataConfig, Dataset, load_dataset
 from ddnb.distill import bptt, dm, gm, mtt
 from ddnb.distill.loop import LoopConfig, Preset, finish, make_synthetic, run_loop
 from ddnb.distill.real_subset import random_subset
-from ddnb.distill.result import Distilled
+from ddnb.distill.result import KIND, Distilled
 from ddnb.errors import DdnbError
 from ddnb.store import Store
 
@@ -95,4 +95,26 @@ def distill(
     return finish(synthetic, dataset, losses, run_config, store)
 
 
-__all__ = ["METHODS", "Distilled", "LoopConfig", "Preset", "distill", "preset", "setup"]
+def distill_preset(method: str, data: DataConfig, profile: str = "smoke", ipc: int = 10, seed: int = 0,
+                   store: Store | None = None, device: torch.device | str = "cpu", progress: bool = True) -> Distilled:
+    """``method``'s set for a profile, made once and then loaded from the store (kind ``distilled``).
+
+    The data set is loaded from ``data`` with the ZCA setting of the method's preset (MTT and BPTT whiten
+    CIFAR-10); the result stays in that input space (``Distilled.pixels`` decodes it). Interrupted runs
+    resume from their checkpoint.
+    """
+    store = store or Store()
+    settings = Preset(0, None) if method == "random" else preset(method, profile, ipc)
+    dataset = load_dataset(dataclasses.replace(data, zca=settings.zca), store, device)
+    options = {} if method == "random" else dataclasses.asdict(settings.options)
+    key = {"method": method, "data": dataset.source, "profile": profile, "ipc": ipc, "seed": seed, "steps": settings.steps, "options": options}
+    path = store.path(KIND, key)
+    if store.exists(KIND, key):
+        return Distilled.load(path, device)
+    result = distill(method, dataset, ipc, seed, LoopConfig(settings.steps, progress=progress), store=store, **options)
+    result.config = key  # the store's key, so that the saved set is found again
+    result.save(path)
+    return result
+
+
+__all__ = ["METHODS", "Distilled", "LoopConfig", "Preset", "distill", "distill_preset", "preset", "setup"]

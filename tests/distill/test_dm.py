@@ -1,8 +1,6 @@
 import torch
 
-from ddnb.distill import LoopConfig, distill
 from ddnb.nets import build_net, reinitialise
-from ddnb.train import EvalConfig, run
 
 
 def test_reinitialise_draws_new_weights_from_the_generator_only():
