@@ -84,11 +84,11 @@ def time_net(name: str, preset: dict, data: tuple, chunk_size: int, device: torc
     net = build_net(name, 0, device=device)
     protocol = get_protocol("paper300", steps=preset["steps"])
     warm = get_protocol("paper300", steps=1)  # allocations, kernel selection, one-time imports
-    loo_influence(net, x, y, tx, ty, warm, indices=range(min(chunk_size, preset["batched_models"]) - 1), chunk_size=chunk_size)
+    loo_influence(net, x, y, tx, ty, warm, indices=range(min(chunk_size, preset["batched_models"]) - 1), chunk_size=chunk_size, backend="vmap")
     loo_influence_sequential(net, x, y, tx, ty, warm, indices=[0])
     batched_models, sequential_models = preset["batched_models"], preset["sequential_models"]
     seconds_b, cpu_b, batched = _timed(lambda: loo_influence(net, x, y, tx, ty, protocol, indices=range(batched_models - 1),
-                                                      chunk_size=chunk_size), device)
+                                                      chunk_size=chunk_size, backend="vmap"), device)
     seconds_s, cpu_s, sequential = _timed(lambda: loo_influence_sequential(net, x, y, tx, ty, protocol,
                                                                     indices=range(sequential_models - 1)), device)
     shared = min(batched_models, sequential_models) - 1

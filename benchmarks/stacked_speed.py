@@ -36,7 +36,7 @@ def _time_both(net_name: str, images, labels, protocol, seeds: list[int], device
     sequential = time.perf_counter() - start
     start = time.perf_counter()
     stacked = stack([build_net(net_name, seed, device=device) for seed in seeds])
-    train_stacked(stacked, images, labels, protocol, seeds)
+    train_stacked(stacked, images, labels, protocol, seeds, backend="vmap")
     batched = time.perf_counter() - start
     difference = max(float((stacked.params[name][m] - value).abs().max())
                      for m, net in enumerate(singles) for name, value in net.named_parameters())

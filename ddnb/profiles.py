@@ -57,7 +57,7 @@ PROFILES = {
                                pools=PoolConfig(net="convnet-tiny", subset_fractions=(0.02, 0.05, 0.1), models_per_fraction=2,
                                                 subset_epochs=20, early_models=2, record_every=2, snapshot_models=1),
                                curvature_iterations=20, curvature_every=5, curvature_probes=16, curvature_real_images=500,
-                               influence_test_images=500, influence_images_per_class=1, influence_steps=100,
+                               influence_test_images=500, influence_images_per_class=1, influence_steps=50,
                                influence_cg_iterations=20),
     ),
     "quick": Profile(

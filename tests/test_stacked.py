@@ -16,14 +16,16 @@ def _sequential(images, labels, protocol, seeds, eval_split, record_at):
     return nets, results
 
 
+@pytest.mark.parametrize("backend", ["vmap", "loop"])
 @pytest.mark.parametrize("protocol", [Protocol("minibatch-aug", batch_size=32, steps=12, weight_decay=5e-4, augment=True,
                                                decay_at_half=True), get_protocol("paper300", steps=10)])
-def test_stacked_training_equals_one_network_at_a_time(shapes_small, protocol):
+def test_stacked_training_equals_one_network_at_a_time(shapes_small, protocol, backend):
     images, labels = shapes_small.train.images[:200], shapes_small.train.labels[:200]
     eval_split, seeds = (shapes_small.test.images[:100], shapes_small.test.labels[:100]), [0, 1, 2]
     nets, results = _sequential(images, labels, protocol, seeds, eval_split, record_at=(0, 5, protocol.steps))
     stacked = stack([build_net("convnet-tiny", seed) for seed in seeds])
-    result = train_stacked(stacked, images, labels, protocol, seeds, eval_split=eval_split, record_at=(0, 5, protocol.steps))
+    result = train_stacked(stacked, images, labels, protocol, seeds, eval_split=eval_split, record_at=(0, 5, protocol.steps),
+                           backend=backend)
     for m, net in enumerate(nets):
         for name, value in net.named_parameters():
             assert torch.allclose(stacked.params[name][m], value, atol=1e-4, rtol=1e-3), name  # float32 sums in another order
@@ -32,12 +34,13 @@ def test_stacked_training_equals_one_network_at_a_time(shapes_small, protocol):
         assert evaluate(stacked.unstack(m, net), *eval_split).accuracy == pytest.approx(float(result.accuracies[protocol.steps][m]))
 
 
-def test_subsets_and_zero_weights_equal_training_on_fewer_images(shapes_small):
+@pytest.mark.parametrize("backend", ["vmap", "loop"])
+def test_subsets_and_zero_weights_equal_training_on_fewer_images(shapes_small, backend):
     images, labels = shapes_small.train.images[:40], shapes_small.train.labels[:40]
     protocol = get_protocol("paper300", steps=8)
     # network 0 trains on images 0..19, network 1 on 20..39: the same as two runs on those slices
     stacked = stack([build_net("convnet-tiny", 0), build_net("convnet-tiny", 0)])
-    train_stacked(stacked, images, labels, protocol, [0, 0], subsets=torch.arange(40).view(2, 20))
+    train_stacked(stacked, images, labels, protocol, [0, 0], subsets=torch.arange(40).view(2, 20), backend=backend)
     for m in range(2):
         net = build_net("convnet-tiny", 0)
         train(net, images[20 * m:20 * (m + 1)], labels[20 * m:20 * (m + 1)], protocol, 0)
@@ -46,7 +49,7 @@ def test_subsets_and_zero_weights_equal_training_on_fewer_images(shapes_small):
     stacked = stack([build_net("convnet-tiny", 0)])
     weights = torch.ones(1, 40)
     weights[0, 3] = 0
-    train_stacked(stacked, images, labels, protocol, [0], weights=weights)
+    train_stacked(stacked, images, labels, protocol, [0], weights=weights, backend=backend)
     net, keep = build_net("convnet-tiny", 0), torch.arange(40) != 3
     train(net, images[keep], labels[keep], protocol, 0)
     assert torch.allclose(stacked.params["head.weight"][0], net.head.weight, atol=1e-4, rtol=1e-3)

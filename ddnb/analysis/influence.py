@@ -178,7 +178,7 @@ def leave_one_out_weights(n: int, rows: Tensor, dtype: torch.dtype = torch.float
 
 
 def train_stacked(net: nn.Module, stacked: Params, images: Tensor, labels: Tensor, weights: Tensor,
-                  protocol: Protocol) -> tuple[Params, Tensor]:
+                  protocol: Protocol, backend: str = "auto") -> tuple[Params, Tensor]:
     """Train M networks at once with full-batch SGD + momentum, as ``torch.optim.SGD`` under ``train``.
 
     ``stacked`` name -> [M, ...] initial parameters (not modified); images [n, C, H, W] and labels [n]
@@ -188,7 +188,7 @@ def train_stacked(net: nn.Module, stacked: Params, images: Tensor, labels: Tenso
     _check_protocol(protocol)
     template = copy.deepcopy(net).train()  # as ``train`` does
     models = Stack(template, {k: v.clone() for k, v in stacked.items()})
-    result = stacked_training(models, images, labels, protocol, [0] * len(weights), weights=weights)
+    result = stacked_training(models, images, labels, protocol, [0] * len(weights), weights=weights, backend=backend)
     return models.params, result.losses.T.to(images.dtype)
 
 
@@ -210,7 +210,7 @@ def _loo_config(protocol: Protocol, n: int, rows: Tensor, test_count: int, metho
 
 def loo_influence(net: nn.Module, images: Tensor, labels: Tensor, test_images: Tensor, test_labels: Tensor,
                   protocol: Protocol | None = None, indices: Sequence[int] | Tensor | None = None,
-                  chunk_size: int = 16, eval_batch: int = 500, config: dict | None = None) -> InfluenceResult:
+                  chunk_size: int = 16, eval_batch: int = 500, config: dict | None = None, backend: str = "auto") -> InfluenceResult:
     """Exact leave-one-out influence, all retrainings batched (``chunk_size`` models per vmapped run).
 
     ``net`` gives the architecture and the shared initial weights (it is not modified). images [n, C, H, W],
@@ -218,10 +218,10 @@ def loo_influence(net: nn.Module, images: Tensor, labels: Tensor, test_images: T
     (default all n). ``protocol`` default ``paper300``. ``config`` is merged into the result's config (say
     which net, seed and distilled set). Returns ``matrix`` [k, T] in nats and ``base_losses`` [T].
 
-    Speed: the point is the GPU, where one model's step is too small to fill the device. On the CPU the
-    batched run is *not* faster than the loop (about 0.7x for the ConvNet, ``benchmarks/influence_speed.py``):
-    the work is compute-bound either way, and vmap lowers the stacked convolutions to grouped ones and
-    decomposes GroupNorm's backward, both slower there than the dense single-model kernels.
+    Speed: batching pays on the GPU, where one model's step is too small to fill the device. On the CPU the
+    vmap run is *slower* than the loop (0.3-0.8x, ``benchmarks/influence_speed.py``): the work is compute-bound
+    either way, and vmap lowers the stacked convolutions to grouped ones and decomposes GroupNorm's backward.
+    So ``backend="auto"`` (see ``ddnb.stacked.train_stacked``) loops on the CPU and batches on a GPU.
 
     Precision: training amplifies rounding differences, so in float32 this and the loop agree only to
     float tolerance (for convnet-tiny on 100 shapes images after 300 steps: correlation 0.99, mean absolute
@@ -236,7 +236,7 @@ def loo_influence(net: nn.Module, images: Tensor, labels: Tensor, test_images: T
     losses = []
     for chunk in weights.split(chunk_size):  # chunks bound memory: activations grow with the models per run
         stacked = {k: v.expand(len(chunk), *v.shape).clone() for k, v in initial.items()}
-        trained, _ = train_stacked(net, stacked, images, labels, chunk, protocol)
+        trained, _ = train_stacked(net, stacked, images, labels, chunk, protocol, backend)
         losses.append(stacked_losses(net, trained, test_images, test_labels, eval_batch))
     test_losses = torch.cat(losses)  # [k + 1, T]
     config = _loo_config(protocol, len(images), rows, len(test_images), "loo", config)

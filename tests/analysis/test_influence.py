@@ -142,16 +142,16 @@ def tiny_problem():
 def test_batched_leave_one_out_equals_sequential_retraining(tiny_problem):
     net, x, y, tx, ty, protocol = tiny_problem
     before = copy.deepcopy(net.state_dict())
-    batched = loo_influence(net, x, y, tx, ty, protocol, chunk_size=3)  # 7 models in chunks of 3, 3 and 1
+    batched = loo_influence(net, x, y, tx, ty, protocol, chunk_size=3, backend="vmap")  # 7 models in chunks of 3, 3 and 1
     sequential = loo_influence_sequential(net, x, y, tx, ty, protocol)
     assert all(torch.equal(v, net.state_dict()[k]) for k, v in before.items())  # the initial net is untouched
     assert batched.matrix.shape == (6, 10) and batched.matrix.abs().max() > 1e-3
     torch.testing.assert_close(batched.base_losses, sequential.base_losses, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(batched.matrix, sequential.matrix, rtol=1e-4, atol=1e-4)
-    subset = loo_influence(net, x, y, tx, ty, protocol, indices=[5, 2], chunk_size=2)
+    subset = loo_influence(net, x, y, tx, ty, protocol, indices=[5, 2], chunk_size=2, backend="vmap")
     torch.testing.assert_close(subset.matrix, batched.matrix[[5, 2]], rtol=1e-4, atol=1e-4)
     assert subset.rows.tolist() == [5, 2] and subset.config["rows"] == [5, 2]
-    again = loo_influence(net, x, y, tx, ty, protocol, indices=[5, 2], chunk_size=2)
+    again = loo_influence(net, x, y, tx, ty, protocol, indices=[5, 2], chunk_size=2, backend="vmap")
     assert torch.equal(again.matrix, subset.matrix)  # deterministic: no random draw anywhere
 
 
@@ -159,7 +159,7 @@ def test_batched_leave_one_out_is_exact_in_float64(tiny_problem):
     """In float32 rounding differences (summation order) grow along training; in float64 they stay ~1e-14."""
     net, x, y, tx, ty, _ = tiny_problem
     protocol, net = get_protocol("paper300", steps=30), copy.deepcopy(net).double()
-    batched = loo_influence(net, x.double(), y, tx.double(), ty, protocol, indices=[0, 4], chunk_size=3)
+    batched = loo_influence(net, x.double(), y, tx.double(), ty, protocol, indices=[0, 4], chunk_size=3, backend="vmap")
     sequential = loo_influence_sequential(net, x.double(), y, tx.double(), ty, protocol, indices=[0, 4])
     assert batched.matrix.dtype == torch.float64 and batched.matrix.abs().max() > 1e-2
     torch.testing.assert_close(batched.matrix, sequential.matrix, rtol=0, atol=1e-10)
