@@ -11,13 +11,13 @@ from ddnb import __version__
 
 
 def page_header(profile: str, data: str, device: str, seeds: Sequence[int], ipc: int) -> str:
-    """The box at the top of every executed page (MyST markdown): what ran, where, and with which seeds."""
-    lines = [f"**profile** `{profile}` · **data** `{data}` · **IPC** {ipc} · **device** `{device}` · "
-             f"**seeds** {', '.join(map(str, seeds))} · **ddnb** {__version__}"]
+    """The box at the top of every executed page (a markdown quote; notebook outputs take no MyST directives)."""
+    lines = ["**How this page was made**", f"**profile** `{profile}` · **data** `{data}` · **IPC** {ipc} · "
+             f"**device** `{device}` · **seeds** {', '.join(map(str, seeds))} · **ddnb** {__version__}"]
     if data.startswith("shapes"):
         lines.append("This run uses the embedded **shapes** data (generated shapes, 10 classes), **not CIFAR-10**: "
                      "numbers differ from the paper's, and the paper's values are shown only as a reference.")
-    return "```{admonition} How this page was made\n" + "\n\n".join(lines) + "\n```"
+    return "\n>\n".join(f"> {line}" for line in lines)
 
 
 def image_grid(pixels: torch.Tensor, labels: torch.Tensor, classes: Sequence[str], title: str = "", per_row: int | None = None):
