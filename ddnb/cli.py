@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -16,9 +17,20 @@ from ddnb.errors import DdnbError
 
 
 def _add_common(parser: argparse.ArgumentParser, data_required: bool = True) -> None:
-    parser.add_argument("--data", required=data_required, help="shapes, cifar10 or imagefolder:PATH (folder or .tar)")
+    if data_required:
+        parser.add_argument("--data", required=True, help="shapes, cifar10 or imagefolder:PATH (folder or .tar)")
+    else:  # the book: the profile's data unless told otherwise
+        parser.add_argument("--data", default=os.environ.get("DDNB_DATA"),
+                            help="shapes, cifar10 or imagefolder:PATH (default $DDNB_DATA, else the profile's data)")
     parser.add_argument("--device", default="auto", help="auto (cuda if available), cpu or cuda")
     parser.add_argument("--store", default=None, help="artifact and cache folder (default $DDNB_STORE or ~/.cache/ddnb)")
+
+
+def add_ray_argument(parser: argparse.ArgumentParser) -> None:
+    """``--ray ADDRESS``: run the command's independent jobs as Ray tasks (read by ``ddnb.jobs.get_runner``)."""
+    parser.add_argument("--ray", default=None, metavar="ADDRESS",
+                        help="run the jobs as Ray tasks on this cluster ('auto': the one `ray start` runs here; "
+                             "default $DDNB_RAY, else in this process); needs pip install 'ddnb[ray]' and a --store every worker can reach")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     experts.add_argument("--snapshot-iterations", type=int, default=None, help="iterations between snapshots (default: the profile's)")
     experts.add_argument("--net", default=None, choices=NET_NAMES)
     experts.add_argument("--zca", action=argparse.BooleanOptionalAction, default=None, help="ZCA-whiten the data (default: the profile's)")
+    add_ray_argument(experts)
     _add_common(experts)
 
     imported = commands.add_parser("import", help="turn a distilled set released by another project into a ddnb artifact")
@@ -77,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     book = commands.add_parser("book", help="execute the notebooks for a profile and build the HTML book")
     book.add_argument("--profile", default="quick", choices=list(PROFILES))
     book.add_argument("--root", default=".", help="the checkout holding _config.yml and _toc.yml")
+    add_ray_argument(book)
     _add_common(book, data_required=False)
     return parser
 
@@ -143,6 +157,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 def cmd_experts(args: argparse.Namespace) -> None:
     from ddnb.distill import preset
     from ddnb.distill.experts import expert_trajectories
+    from ddnb.jobs import get_runner
     from ddnb.store import Store
 
     settings = preset("mtt", args.profile)
@@ -152,8 +167,9 @@ def cmd_experts(args: argparse.Namespace) -> None:
     count = settings.options.experts if args.count is None else args.count
     if count < 1 or config.epochs < 1:
         raise DdnbError("--count and --epochs must be at least 1")
+    runner = get_runner(args.ray)  # before the data: a missing Ray or cluster fails fast
     dataset = _load_data(args, zca=settings.zca if args.zca is None else args.zca)
-    trajectories = expert_trajectories(dataset, config, count, Store(args.store))
+    trajectories = expert_trajectories(dataset, config, count, Store(args.store), runner=runner)
     print(f"{len(trajectories)} experts in {Store(args.store).root / 'expert'}")
 
 
@@ -172,7 +188,7 @@ def cmd_book(args: argparse.Namespace) -> None:
     from ddnb.book import build_book
     from ddnb.profiles import get_profile
 
-    index = build_book(get_profile(args.profile, args.data), Path(args.root), args.device, args.store)
+    index = build_book(get_profile(args.profile, args.data), Path(args.root), args.device, args.store, args.ray)
     print(index)
 
 

@@ -105,3 +105,20 @@ def feature_scatter(points: Mapping[str, torch.Tensor], test_labels: torch.Tenso
     ax.legend(fontsize=8)
     figure.tight_layout()
     return figure
+
+
+def attribute_examples(pixels: torch.Tensor, attributes: Mapping[str, torch.Tensor], per_attribute: int = 10, title: str = ""):
+    """One row per attribute: the first ``per_attribute`` images [N, 3, H, W] (pixels) that have it, so a
+    reader can judge the rule that assigned it; the row label gives how many images have it."""
+    names = list(attributes)
+    figure, axes = plt.subplots(len(names), per_attribute, figsize=(per_attribute * 0.7, len(names) * 0.75), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for row, name in enumerate(names):
+        having = attributes[name].nonzero().flatten()[:per_attribute].tolist()
+        for column, index in enumerate(having):
+            axes[row, column].imshow(pixels[index].clamp(0, 1).permute(1, 2, 0).cpu().numpy())
+        axes[row, 0].text(-4, pixels.shape[-2] / 2, f"{name} ({int(attributes[name].sum())})", ha="right", va="center", fontsize=8)
+    figure.suptitle(title)
+    return figure
+

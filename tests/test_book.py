@@ -1,4 +1,11 @@
+import functools
+import http.server
+import importlib.util
+import os
+import shutil
+import threading
 from pathlib import Path
+from urllib.parse import urlparse
 
 import pytest
 
@@ -7,13 +14,17 @@ from ddnb.errors import DdnbError
 from ddnb.profiles import PROFILES, get_profile
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
 SECTIONS = ("distillation", "substitution", "dynamics", "semantics")
 
 
-def test_smoke_book_executes_every_section_and_builds_with_warnings_as_errors():
-    index = build_book(get_profile("smoke"), ROOT)
+@pytest.fixture(scope="module")
+def smoke_book() -> Path:
+    """The smoke book, built once for this module; returns the HTML index."""
+    return build_book(get_profile("smoke"), ROOT)
+
+
+def test_smoke_book_executes_every_section_and_builds_with_warnings_as_errors(smoke_book):
+    index = smoke_book
     assert "book/intro.html" in index.read_text()  # the index redirects to the root page of the toc
     assert "What is Dataset Distillation Learning?" in (index.parent / "book" / "intro.html").read_text()
     for section in SECTIONS:
@@ -21,11 +32,93 @@ def test_smoke_book_executes_every_section_and_builds_with_warnings_as_errors():
         assert "How this page was made" in page and "not CIFAR-10" in page, section  # the header box
         assert "<img" in page, section  # its figures
         assert "pasted-text" in page, section  # numbers in the prose are glued from the executed notebook
+    assert "application/vnd.jupyter.widget-state+json" in (index.parent / "book" / "semantics.html").read_text()
     # unchanged notebooks, parameters and ddnb source: nothing is executed again
     executed = {path: path.stat().st_mtime_ns for path in (ROOT / "book").glob("*.ipynb")}
     assert len(executed) == len(SECTIONS)
     execute_notebooks(ROOT, notebook_parameters(get_profile("smoke"), "auto", None))
     assert all(path.stat().st_mtime_ns == mtime for path, mtime in executed.items())
+
+
+def _browser_or_reason() -> tuple[str | None, str]:
+    chromium = os.environ.get("DDNB_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    if importlib.util.find_spec("playwright") is None:
+        return None, "Python playwright is not installed"
+    return (chromium, "") if chromium else (None, "no chromium executable (apt install chromium)")
+
+
+@pytest.fixture(scope="module")
+def served_book(smoke_book):
+    """The built HTML served on 127.0.0.1 (a free port); yields the base URL."""
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=smoke_book.parent))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+
+
+def test_static_book_in_a_browser_loads_cleanly_offline_and_the_explorer_responds(smoke_book, served_book):
+    chromium, reason = _browser_or_reason()
+    if chromium is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"the browser test must run in CI: {reason}")
+        pytest.skip(reason)
+    from playwright.sync_api import sync_playwright
+
+    html = smoke_book.parent
+    pages = sorted(str(p.relative_to(html)) for p in html.rglob("*.html") if "_static" not in p.parts)
+    assert {f"book/{section}.html" for section in SECTIONS} <= set(pages)
+    problems, outside = [], []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        page = browser.new_page()
+        page.on("console", lambda message: problems.append(f"console: {message.text}") if message.type == "error" else None)
+        page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
+        page.on("response", lambda response: problems.append(f"HTTP {response.status} {response.url}") if response.status >= 400 else None)
+
+        def leaves_localhost(request):
+            url = urlparse(request.url)
+            if url.scheme not in ("data", "blob") and url.hostname != "127.0.0.1":
+                outside.append(request.url)
+
+        page.on("request", leaves_localhost)
+        for name in pages:
+            page.goto(f"{served_book}/{name}", wait_until="networkidle")
+            assert not problems, (name, problems)
+        assert not outside, outside
+
+        page.goto(f"{served_book}/book/semantics.html", wait_until="networkidle")
+        assert page.locator("mjx-container").count() > 0  # the influence formula, typeset by the book's own MathJax
+        image = page.locator(".widget-image:visible")
+        image.first.wait_for(timeout=30_000)
+        assert image.count() == 1  # one frame shows at a time
+        shown = image.first.get_attribute("src")
+
+        def wait_for_new_frame(previous: str) -> str:
+            page.wait_for_function("src => { const shown = [...document.querySelectorAll('.widget-image')]"
+                                   ".filter(e => e.offsetParent !== null); return shown.length === 1 && shown[0].src !== src }",
+                                   arg=previous, timeout=10_000)
+            return page.locator(".widget-image:visible").first.get_attribute("src")
+
+        page.locator(".widget-slider .noUi-handle").first.focus()
+        page.keyboard.press("ArrowRight")  # the slider moves to the class's second image
+        second = wait_for_new_frame(shown)
+        play = page.locator(".widget-play button").first  # play and pause share this button
+        play.click()
+        wait_for_new_frame(second)  # play steps on by itself
+        play.click()
+        page.wait_for_timeout(2_000)  # longer than the play interval: no step is still pending
+        paused = page.locator(".widget-image:visible").first.get_attribute("src")
+        page.locator(".widget-dropdown select").first.select_option(index=1)  # another class
+        other_class = wait_for_new_frame(paused)
+        page.locator(".widget-toggle-buttons button").nth(1).click()  # another set
+        wait_for_new_frame(other_class)
+        browser.close()
+    assert not problems, problems
+    assert not outside, outside
 
 
 def test_book_outside_a_checkout_is_a_clear_error(tmp_path):

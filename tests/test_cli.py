@@ -67,3 +67,13 @@ def test_bad_input_from_the_console_script_has_no_traceback(tmp_path):
     )
     assert completed.returncode == 2 and "Traceback" not in completed.stderr
     assert completed.stderr.strip().splitlines() == [f"ddnb: error: no artifact at {tmp_path / 'x.safetensors'}"]
+
+
+def test_book_data_comes_from_the_flag_then_ddnb_data_then_the_profile(monkeypatch):
+    from ddnb.cli import build_parser
+
+    monkeypatch.delenv("DDNB_DATA", raising=False)
+    assert build_parser().parse_args(["book", "--profile", "smoke"]).data is None  # the profile's own data
+    monkeypatch.setenv("DDNB_DATA", "imagefolder:/data/cifar10.tar")
+    assert build_parser().parse_args(["book", "--profile", "cifar10-cpu"]).data == "imagefolder:/data/cifar10.tar"
+    assert build_parser().parse_args(["book", "--data", "shapes"]).data == "shapes"

@@ -8,19 +8,21 @@
 - ``recognition``: accuracy on a distilled set at every recorded iteration of real training.
 
 Pools are trained as stacked batches (``ddnb.stacked``) and cached in the store one chunk per artifact, so
-a killed pool run resumes with the chunks it finished.
+a killed pool run resumes with the chunks it finished. Each chunk is a ``ddnb.jobs.Job`` (``subset_jobs``,
+``early_jobs``), so the chunks can also be trained as Ray tasks (``runner``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from functools import partial
 
 import torch
-from tqdm.auto import tqdm
 
 from ddnb.data import Dataset, sample_per_class
 from ddnb.errors import DdnbError
+from ddnb.jobs import Job, Runner, run_jobs
 from ddnb.nets import build_net
 from ddnb.stacked import Stack, logits, stack, train_stacked
 from ddnb.store import Store
@@ -88,19 +90,27 @@ def _chunks(seeds: list[int], size: int) -> list[list[int]]:
     return [seeds[start:start + size] for start in range(0, len(seeds), size)]
 
 
-def subset_pool(dataset: Dataset, config: PoolConfig = PoolConfig(), store: Store | None = None) -> SubsetPool:
-    """Train (or load) ``models_per_fraction`` networks per subset fraction; each sees its own random subset."""
-    store = store or Store()
-    fractions, accuracies, predictions = [], [], []
-    for index, fraction in enumerate(tqdm(config.subset_fractions, desc="subset pool")):
+def subset_jobs(dataset: Dataset, config: PoolConfig = PoolConfig()) -> list[Job]:
+    """One job per chunk of subset networks (``models_per_fraction`` per fraction, each on its own random subset)."""
+    jobs = []
+    for index, fraction in enumerate(config.subset_fractions):
         seeds = [config.seed + 1000 * index + m for m in range(config.models_per_fraction)]
         for chunk in _chunks(seeds, config.chunk):
             key = {"data": dataset.source, "net": config.net, "fraction": fraction, "epochs": config.subset_epochs, "seeds": chunk}
-            tensors = store.get_or_make(SUBSET_KIND, key, lambda: _subset_chunk(dataset, config, fraction, chunk)).tensors
-            fractions += [fraction] * len(chunk)
-            accuracies.append(tensors["accuracies"])
-            predictions.append(tensors["predictions"].long())
-    return SubsetPool(torch.tensor(fractions, dtype=torch.float64), torch.cat(accuracies), torch.cat(predictions))
+            make = partial(_subset_chunk, config=config, fraction=fraction, seeds=chunk)
+            jobs.append(Job(SUBSET_KIND, key, make, (dataset,), gpus=float(dataset.train.images.is_cuda)))
+    return jobs
+
+
+def subset_pool(dataset: Dataset, config: PoolConfig = PoolConfig(), store: Store | None = None,
+                runner: Runner | None = None) -> SubsetPool:
+    """Train (or load) ``models_per_fraction`` networks per subset fraction; each sees its own random subset.
+    ``runner``: where missing chunks are trained (``ddnb.jobs``; default this process)."""
+    jobs = subset_jobs(dataset, config)
+    parts = [artifact.tensors for artifact in run_jobs(jobs, store or Store(), runner, desc="subset pool")]
+    fractions = [job.key["fraction"] for job in jobs for _ in job.key["seeds"]]
+    return SubsetPool(torch.tensor(fractions, dtype=torch.float64), torch.cat([p["accuracies"] for p in parts]),
+                      torch.cat([p["predictions"].long() for p in parts]))
 
 
 def _early_chunk(dataset: Dataset, config: PoolConfig, seeds: list[int], keep: int):
@@ -118,15 +128,24 @@ def _early_chunk(dataset: Dataset, config: PoolConfig, seeds: list[int], keep: i
     return tensors, {}
 
 
-def early_pool(dataset: Dataset, config: PoolConfig = PoolConfig(), store: Store | None = None) -> EarlyPool:
-    """Train (or load) ``early_models`` networks on all real data, recording test predictions during early training."""
-    store = store or Store()
+def early_jobs(dataset: Dataset, config: PoolConfig = PoolConfig()) -> list[Job]:
+    """One job per chunk of ``early_models`` networks trained on all real data (the first
+    ``snapshot_models`` keep their parameters)."""
     seeds = [config.seed + 500_000 + m for m in range(config.early_models)]
-    parts = []
+    jobs = []
     for index, chunk in enumerate(_chunks(seeds, config.chunk)):
         keep = max(0, min(len(chunk), config.snapshot_models - index * config.chunk))
         key = {"data": dataset.source, "pool": dataclasses.asdict(config), "seeds": chunk, "keep": keep}
-        parts.append(store.get_or_make(EARLY_KIND, key, lambda: _early_chunk(dataset, config, chunk, keep)).tensors)
+        make = partial(_early_chunk, config=config, seeds=chunk, keep=keep)
+        jobs.append(Job(EARLY_KIND, key, make, (dataset,), gpus=float(dataset.train.images.is_cuda)))
+    return jobs
+
+
+def early_pool(dataset: Dataset, config: PoolConfig = PoolConfig(), store: Store | None = None,
+               runner: Runner | None = None) -> EarlyPool:
+    """Train (or load) ``early_models`` networks on all real data, recording test predictions during early training.
+    ``runner``: where missing chunks are trained (``ddnb.jobs``; default this process)."""
+    parts = [artifact.tensors for artifact in run_jobs(early_jobs(dataset, config), store or Store(), runner, desc="early pool")]
     snapshots = {name.split(".", 1)[1]: torch.cat([p[name] for p in parts if name in p])
                  for name in parts[0] if name.startswith("snapshot.")}
     return EarlyPool(parts[0]["iterations"], torch.cat([p["accuracies"] for p in parts]),

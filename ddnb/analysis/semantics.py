@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from scipy.stats import hypergeom
 
-from ddnb.data.dataset import Split
+from ddnb.data.dataset import Dataset, Split
 from ddnb.data.shapes import BACKGROUND_NAMES, COLOUR_NAMES
 
 # Colour rule for photographs (ddnb's own, documented so a reader can judge it): a pixel has colour X when
@@ -56,6 +56,16 @@ def shapes_attributes(split: Split) -> dict[str, torch.Tensor]:
     out |= {f"on {colour}": attributes["background_colour"] == index for index, colour in enumerate(COLOUR_NAMES)}
     out["large"], out["small"] = attributes["size"] >= 10, attributes["size"] <= 6
     return out
+
+
+def attributes_of_test(dataset: Dataset, count: int | None = None) -> tuple[dict[str, torch.Tensor], str]:
+    """Attributes {name: bool [T]} of the first ``count`` test images (all if None), and where they come from:
+    the generator's ground truth on ``shapes``, else ``colour_attributes`` of the decoded pixels."""
+    count = count or len(dataset.test)
+    if dataset.name == "shapes":
+        return {k: v[:count].cpu() for k, v in shapes_attributes(dataset.test).items()}, "the generator's ground truth"
+    pixels = dataset.transform.decode(dataset.test.images[:count]).cpu()
+    return colour_attributes(pixels), "the colour rule of ddnb.analysis.semantics (central crop, HSV thresholds)"
 
 
 def top_influenced(influence: torch.Tensor, k: int = 9, among: torch.Tensor | None = None) -> torch.Tensor:

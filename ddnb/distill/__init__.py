@@ -7,6 +7,7 @@ dispatches. Runs checkpoint to the store and resume after a kill (see ``loop``).
 from __future__ import annotations
 
 import dataclasses
+from functools import partial
 from typing import Callable
 
 import torch
@@ -17,6 +18,7 @@ from ddnb.distill.loop import LoopConfig, Preset, finish, make_synthetic, run_lo
 from ddnb.distill.real_subset import random_subset
 from ddnb.distill.result import KIND, Distilled
 from ddnb.errors import DdnbError
+from ddnb.jobs import Job, Runner, run_jobs
 from ddnb.store import Store
 
 # method name -> (options dataclass, Method class); "random" has no optimisation loop
@@ -95,26 +97,49 @@ def distill(
     return finish(synthetic, dataset, losses, run_config, store)
 
 
-def distill_preset(method: str, data: DataConfig, profile: str = "smoke", ipc: int = 10, seed: int = 0,
-                   store: Store | None = None, device: torch.device | str = "cpu", progress: bool = True) -> Distilled:
-    """``method``'s set for a profile, made once and then loaded from the store (kind ``distilled``).
+def _make_distilled(dataset: Dataset, method: str, ipc: int, seed: int, loop: LoopConfig, store: Store,
+                    options: dict[str, object], key: dict[str, object]):
+    result = distill(method, dataset, ipc, seed, loop, store=store, **options)
+    result.config = key  # the store's key, so that the saved set is found again
+    return result.parts()
 
-    The data set is loaded from ``data`` with the ZCA setting of the method's preset (MTT and BPTT whiten
-    CIFAR-10); the result stays in that input space (``Distilled.pixels`` decodes it). Interrupted runs
-    resume from their checkpoint.
-    """
-    store = store or Store()
+
+def distill_job(method: str, data: DataConfig, profile: str = "smoke", ipc: int = 10, seed: int = 0,
+                store: Store | None = None, device: torch.device | str = "cpu", progress: bool = True) -> Job:
+    """The job (``ddnb.jobs``) that makes ``method``'s set for a profile, as ``distill_preset`` describes.
+    Loads the data set here: its source is part of the key."""
+    store = Store((store or Store()).root.resolve())  # checkpoints go here, also from a Ray worker elsewhere
     settings = Preset(0, None) if method == "random" else preset(method, profile, ipc)
     dataset = load_dataset(dataclasses.replace(data, zca=settings.zca), store, device)
     options = {} if method == "random" else dataclasses.asdict(settings.options)
     key = {"method": method, "data": dataset.source, "profile": profile, "ipc": ipc, "seed": seed, "steps": settings.steps, "options": options}
-    path = store.path(KIND, key)
-    if store.exists(KIND, key):
-        return Distilled.load(path, device)
-    result = distill(method, dataset, ipc, seed, LoopConfig(settings.steps, progress=progress), store=store, **options)
-    result.config = key  # the store's key, so that the saved set is found again
-    result.save(path)
-    return result
+    make = partial(_make_distilled, method=method, ipc=ipc, seed=seed, loop=LoopConfig(settings.steps, progress=progress),
+                   store=store, options=options, key=key)
+    return Job(KIND, key, make, (dataset,), gpus=float(dataset.train.images.is_cuda))
 
 
-__all__ = ["METHODS", "Distilled", "LoopConfig", "Preset", "distill", "distill_preset", "preset", "setup"]
+def distill_presets(methods: list[str], data: DataConfig, profile: str = "smoke", ipc: int = 10, seed: int = 0,
+                    store: Store | None = None, device: torch.device | str = "cpu", progress: bool = True,
+                    runner: Runner | None = None) -> dict[str, Distilled]:
+    """Each method's set for a profile, made once and then loaded from the store (kind ``distilled``).
+
+    The data set is loaded from ``data`` with the ZCA setting of the method's preset (MTT and BPTT whiten
+    CIFAR-10); each result stays in that input space (``Distilled.pixels`` decodes it). Interrupted runs
+    resume from their checkpoint. ``runner``: where the missing sets are made (``ddnb.jobs``; default one
+    after another in this process; on Ray all at once).
+    """
+    store = store or Store()
+    jobs = [distill_job(method, data, profile, ipc, seed, store, device, progress) for method in methods]
+    artifacts = run_jobs(jobs, store, runner, progress=False)
+    return {method: Distilled.from_artifact(dataclasses.replace(artifact, tensors={name: tensor.to(device) for name, tensor in artifact.tensors.items()}))
+            for method, artifact in zip(methods, artifacts)}
+
+
+def distill_preset(method: str, data: DataConfig, profile: str = "smoke", ipc: int = 10, seed: int = 0,
+                   store: Store | None = None, device: torch.device | str = "cpu", progress: bool = True,
+                   runner: Runner | None = None) -> Distilled:
+    """``method``'s set for a profile (``distill_presets`` for one method)."""
+    return distill_presets([method], data, profile, ipc, seed, store, device, progress, runner)[method]
+
+
+__all__ = ["METHODS", "Distilled", "LoopConfig", "Preset", "distill", "distill_job", "distill_preset", "distill_presets", "preset", "setup"]

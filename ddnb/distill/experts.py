@@ -2,7 +2,8 @@
 
 One artifact per expert (kind ``expert``), holding each parameter stacked over snapshots
 ``[snapshots + 1, *shape]`` (snapshot 0 is the initialisation). Experts are made one by one through the
-store, so a killed ``ddnb experts`` run resumes at the first missing expert.
+store, so a killed ``ddnb experts`` run resumes at the first missing expert. Each expert is a
+``ddnb.jobs.Job`` (``expert_jobs``), so experts can also be trained as Ray tasks (``runner``).
 
 Published settings (MTT, Cazenavette et al. CVPR 2022, ``buffer.py``): ConvNet, SGD lr 0.01 without
 momentum or weight decay, batch 256, DSA, 50 epochs, 100 experts (ZCA-whitened data for CIFAR-10).
@@ -12,11 +13,12 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from functools import partial
 
 import torch
-from tqdm.auto import tqdm
 
 from ddnb.data import Dataset
+from ddnb.jobs import Job, Runner, run_jobs
 from ddnb.nets import build_net
 from ddnb.store import Store
 from ddnb.train import Protocol, train
@@ -53,12 +55,21 @@ def train_expert(dataset: Dataset, config: ExpertConfig, seed: int, progress: bo
     return {name: torch.stack([result.snapshots[t][name] for t in snapshots]) for name in names}
 
 
+def _make_expert(dataset: Dataset, config: ExpertConfig, seed: int, progress: bool = False):
+    return train_expert(dataset, config, seed, progress), {}
+
+
+def expert_jobs(dataset: Dataset, config: ExpertConfig, count: int, seed: int = 0, progress: bool = False) -> list[Job]:
+    """One job per expert (seeds ``seed .. seed+count-1``); ``progress`` shows each expert's training."""
+    return [Job(KIND, {"data": dataset.source, "expert": dataclasses.asdict(config), "seed": seed + index},
+                partial(_make_expert, config=config, seed=seed + index, progress=progress), (dataset,),
+                gpus=float(dataset.train.images.is_cuda))
+            for index in range(count)]
+
+
 def expert_trajectories(dataset: Dataset, config: ExpertConfig, count: int, store: Store, seed: int = 0,
-                        progress: bool = True) -> list[Trajectory]:
-    """``count`` experts (seeds ``seed .. seed+count-1``), loaded from the store or trained and saved there."""
-    trajectories = []
-    for index in tqdm(range(count), desc="experts", disable=not progress):
-        key = {"data": dataset.source, "expert": dataclasses.asdict(config), "seed": seed + index}
-        artifact = store.get_or_make(KIND, key, lambda: (train_expert(dataset, config, seed + index, progress), {}))
-        trajectories.append({k: v.to(dataset.train.images.device) for k, v in artifact.tensors.items()})
-    return trajectories
+                        progress: bool = True, runner: Runner | None = None) -> list[Trajectory]:
+    """``count`` experts (seeds ``seed .. seed+count-1``), loaded from the store or trained and saved there
+    (by ``runner``: ``ddnb.jobs``, default this process)."""
+    artifacts = run_jobs(expert_jobs(dataset, config, count, seed, progress), store, runner, progress, desc="experts")
+    return [{k: v.to(dataset.train.images.device) for k, v in artifact.tensors.items()} for artifact in artifacts]

@@ -42,11 +42,16 @@ class Distilled:
         """The images as pixels [M, C, H, W] (un-normalised; not clipped to [0, 1])."""
         return self.transform.decode(self.images)
 
-    def save(self, path: str | Path) -> Path:
-        """Write as a verified artifact (safetensors + JSON sidecar)."""
+    def parts(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """``(tensors, meta)`` as written to disk (what a store job returns; ``config`` is its key)."""
         tensors = {"images": self.images, "labels": self.labels, "losses": self.losses}
         tensors |= {f"transform.{k}": v for k, v in self.transform.tensors().items()}
-        return save_artifact(path, tensors, self.config, self.meta | {"lr": self.lr}, kind=KIND)
+        return tensors, self.meta | {"lr": self.lr}
+
+    def save(self, path: str | Path) -> Path:
+        """Write as a verified artifact (safetensors + JSON sidecar)."""
+        tensors, meta = self.parts()
+        return save_artifact(path, tensors, self.config, meta, kind=KIND)
 
     @classmethod
     def load(cls, path: str | Path, device: torch.device | str = "cpu") -> "Distilled":

@@ -4,7 +4,7 @@ import pytest
 import torch
 from scipy.stats import hypergeom
 
-from ddnb.analysis.semantics import (_benjamini_hochberg, _hsv, colour_attributes, enrichment, precision_recall,
+from ddnb.analysis.semantics import (_benjamini_hochberg, _hsv, attributes_of_test, colour_attributes, enrichment, precision_recall,
                                      rank_enrichments, shapes_attributes, top_influenced)
 from ddnb.data.shapes import COLOUR_NAMES, generate_shapes
 
@@ -69,3 +69,16 @@ def test_a_planted_influence_pattern_ranks_first():
     influence[1] += 3 * yellow.float()  # image 1 (class 1) helps the yellow test images most
     ranked = rank_enrichments(influence, torch.tensor([0, 1]), test_labels, {"yellow": yellow, "other": ~yellow}, k=10)
     assert (ranked[0].image, ranked[0].attribute) == (1, "yellow") and ranked[0].q_value < 0.05
+
+
+def test_test_attributes_are_ground_truth_on_shapes_and_the_colour_rule_elsewhere(shapes_small):
+    import dataclasses
+
+    truth, source = attributes_of_test(shapes_small, 50)
+    assert "ground truth" in source and all(len(mask) == 50 for mask in truth.values())
+    assert all(torch.equal(mask, shapes_attributes(shapes_small.test)[name][:50].cpu()) for name, mask in truth.items())
+    photographs = dataclasses.replace(shapes_small, name="imagefolder:photos")  # any data without a generator
+    colours, source = attributes_of_test(photographs, 50)
+    assert "colour rule" in source
+    expected = colour_attributes(shapes_small.transform.decode(shapes_small.test.images[:50]).cpu())
+    assert colours.keys() == expected.keys() and all(torch.equal(colours[k], expected[k]) for k in expected)
