@@ -17,13 +17,16 @@ import json
 import shutil
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
 
 from ddnb import __version__
 from ddnb.errors import DdnbError
+from ddnb.jobs import Job, Runner, run_jobs
 from ddnb.profiles import Profile, get_profile
 
 PACKAGE = Path(__file__).resolve().parent
@@ -63,10 +66,14 @@ def load_sets(profile: str, data: str | None, ipc: int | None, methods: list[str
     return Run(settings, settings.data.name, device, ipc, dataset, sets, store, runner)
 
 
-def notebook_parameters(profile: Profile, device: str, store: str | None, ray: str | None = None) -> dict:
-    """What ``ddnb book`` passes to every notebook's ``parameters`` cell."""
-    return {"profile": profile.name, "data": profile.data.name, "ipc": profile.ipc, "device": device,
-            "store": None if store is None else str(store), "ray": ray}
+BOOK_METHODS = ["random", "bptt", "dm", "gm", "mtt"]  # the random real baseline and the paper's four distillers
+
+
+def notebook_parameters(profile: Profile, device: str, store: str | None) -> dict:
+    """What ``ddnb book`` passes to every notebook's ``parameters`` cell. (``ray`` stays None: the sets and
+    pools are made before the notebooks run, and a notebook run as a Ray task does its own work in place.)"""
+    return {"profile": profile.name, "data": profile.data.name, "ipc": profile.ipc, "methods": BOOK_METHODS,
+            "device": device, "store": None if store is None else str(store)}
 
 
 def _source_hash() -> str:
@@ -82,28 +89,52 @@ def execution_key(notebook: Path, parameters: dict) -> str:
     return hashlib.sha256(payload).hexdigest()
 
 
-def _executed_key(path: Path) -> str | None:
-    if not path.exists():
-        return None
-    return json.loads(path.read_text()).get("metadata", {}).get("ddnb", {}).get("execution_key")
+NOTEBOOK_KIND = "notebook"
 
 
-def execute_notebooks(root: Path, parameters: dict) -> list[Path]:
-    """Execute every ``notebooks/*.ipynb`` into ``book/`` unless its execution key is unchanged; returns the outputs."""
+def _execute(source: str, parameters: dict, key: str, cwd: str) -> tuple[dict[str, torch.Tensor], dict]:
+    """Execute one notebook with papermill; returns the executed notebook (its JSON as uint8 bytes) for the store.
+    On failure the partly executed notebook is left in ``book/`` beside the others, to read its traceback."""
     import nbformat
     import papermill
 
-    outputs = []
+    with tempfile.TemporaryDirectory() as folder:
+        target = Path(folder) / Path(source).name
+        try:
+            papermill.execute_notebook(source, str(target), parameters=parameters, cwd=cwd, progress_bar=False)
+        except papermill.PapermillExecutionError as error:
+            failed = Path(cwd) / "book" / target.name
+            shutil.copy(target, failed)
+            raise DdnbError(f"notebook {target.name} failed: {error.ename}: {error.evalue} (see {failed})") from None
+        executed = nbformat.read(target, as_version=4)
+        executed.metadata["ddnb"] = {"execution_key": key, "parameters": parameters}
+        data = nbformat.writes(executed).encode()
+    return {"notebook": torch.frombuffer(bytearray(data), dtype=torch.uint8)}, {"notebook": target.name}
+
+
+def notebook_jobs(root: Path, parameters: dict, gpus: float = 0) -> list[Job]:
+    """One job (``ddnb.jobs``) per ``notebooks/*.ipynb``: execute it with ``parameters``; the store keeps the
+    executed notebook under its execution key, so an unchanged notebook is never executed twice."""
+    jobs = []
     for source in sorted((root / "notebooks").glob("*.ipynb")):
-        target, key = root / "book" / source.name, execution_key(source, parameters)
-        if _executed_key(target) != key:
-            try:
-                papermill.execute_notebook(str(source), str(target), parameters=parameters, cwd=str(root), progress_bar=False)
-            except papermill.PapermillExecutionError as error:
-                raise DdnbError(f"notebook {source.name} failed: {error.ename}: {error.evalue} (see {target})") from None
-            executed = nbformat.read(target, as_version=4)
-            executed.metadata["ddnb"] = {"execution_key": key, "parameters": parameters}
-            nbformat.write(executed, target)
+        key = execution_key(source, parameters)
+        jobs.append(Job(NOTEBOOK_KIND, {"notebook": source.name, "execution_key": key},
+                        partial(_execute, str(source), parameters, key, str(root)), gpus=gpus))
+    return jobs
+
+
+def execute_notebooks(root: Path, parameters: dict, runner: Runner | None = None) -> list[Path]:
+    """Execute every ``notebooks/*.ipynb`` into ``book/`` (by ``runner``: in this process, or one Ray task each),
+    re-using the executed copy in the store when the notebook, parameters and ddnb source are unchanged."""
+    from ddnb.store import Store
+
+    gpus = float(parameters["device"] == "cuda")
+    artifacts = run_jobs(notebook_jobs(root, parameters, gpus), Store(parameters["store"]), runner, desc="notebooks")
+    outputs = []
+    for artifact in artifacts:
+        target, data = root / "book" / artifact.meta["notebook"], artifact.tensors["notebook"].numpy().tobytes()
+        if not target.exists() or target.read_bytes() != data:  # an unchanged file keeps its time: no HTML rebuild
+            target.write_bytes(data)
         outputs.append(target)
     return outputs
 
@@ -149,14 +180,38 @@ def jupyter_book_command() -> list[str]:
     return [found]
 
 
+def make_inputs(profile: Profile, parameters: dict, runner: Runner | None = None) -> None:
+    """Make what the notebooks read from the store, as one wave of independent jobs (on Ray all at once):
+    each method's distilled set and the two model pools of section 4."""
+    from ddnb.analysis.dynamics import early_jobs, subset_jobs
+    from ddnb.data import load_dataset
+    from ddnb.distill import distill_job
+    from ddnb.store import Store
+    from ddnb.train import resolve_device
+
+    store, device = Store(parameters["store"]), resolve_device(parameters["device"])
+    dataset = load_dataset(profile.data, store, device)
+    jobs = [distill_job(method, profile.data, profile.name, profile.ipc, 0, store, device, progress=False)
+            for method in parameters["methods"]]
+    jobs += subset_jobs(dataset, profile.analysis.pools) + early_jobs(dataset, profile.analysis.pools)
+    run_jobs(jobs, store, runner, desc="sets and pools")
+
+
 def build_book(profile: Profile, root: str | Path = ".", device: str = "auto", store: str | None = None,
                ray: str | None = None) -> Path:
     """Execute the notebooks for ``profile`` and build the book at ``root``; returns the path of the HTML index.
-    ``ray``: a Ray address; the notebooks then make their distilled sets and model pools as Ray tasks."""
+
+    The distilled sets and model pools are made first (``make_inputs``), then the notebooks are executed;
+    with ``ray`` (a Ray address, or ``$DDNB_RAY``) both steps run as Ray tasks, and the store must be a
+    folder every worker reaches."""
+    from ddnb.jobs import get_runner
+
     root = Path(root).resolve()
     if not (root / "_config.yml").exists() or not (root / "_toc.yml").exists():
         raise DdnbError(f"{root} holds no book (_config.yml and _toc.yml); run from the ddnb checkout or pass --root")
-    execute_notebooks(root, notebook_parameters(profile, device, store, ray))
+    runner, parameters = get_runner(ray), notebook_parameters(profile, device, store)
+    make_inputs(profile, parameters, runner)
+    execute_notebooks(root, parameters, runner)
     install_assets(root)
     command = jupyter_book_command() + ["build", str(root), "--path-output", str(root), "-W", "-n", "--keep-going"]
     completed = subprocess.run(command, capture_output=True, text=True)

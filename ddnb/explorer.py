@@ -32,20 +32,21 @@ def frame(pixels: torch.Tensor, caption: str, helped: torch.Tensor | None, note:
     of the test images it helps most (``helped`` [9, C, H, W], most helped first), or ``note`` when there are none."""
     image = _to_image(pixels, SCALE)
     side, thumb = image.height, pixels.shape[-1] * THUMB_SCALE + 2
-    width = side + 16 + (3 * thumb if helped is not None else 220)
-    canvas = Image.new("RGB", (width, CAPTION + max(side, 3 * thumb) + 4), "white")
+    body = max(side, 3 * thumb)  # the caption on top, the images below it, a footnote under the grid
+    width = max(side + 16 + (3 * thumb if helped is not None else 220), int(ImageDraw.Draw(image).textlength(caption)) + 4)
+    canvas = Image.new("RGB", (width, CAPTION + body + CAPTION), "white")
     canvas.paste(image, (0, CAPTION))
     draw = ImageDraw.Draw(canvas)
     draw.text((0, 0), caption, fill="black")
     if helped is None:
         draw.multiline_text((side + 16, CAPTION + 4), note, fill="dimgray")
     else:
-        draw.text((side + 16, 0), "test images it helps most", fill="black")
         for position, test_pixels in enumerate(helped[:9]):
             row, column = divmod(position, 3)
             canvas.paste(_to_image(test_pixels, THUMB_SCALE), (side + 16 + column * thumb, CAPTION + row * thumb))
+        draw.text((side + 16, CAPTION + body + 1), "test images it helps most", fill="dimgray")
     buffer = io.BytesIO()
-    canvas.save(buffer, format="PNG", optimize=True)
+    canvas.save(buffer, format="PNG")  # optimize=True: 3% smaller, 7x slower
     return buffer.getvalue()
 
 

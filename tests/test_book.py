@@ -8,6 +8,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
+import yaml
 
 from ddnb.book import build_book, execute_notebooks, notebook_parameters
 from ddnb.errors import DdnbError
@@ -54,6 +55,9 @@ def served_book(smoke_book):
         def log_message(self, *args):
             pass
 
+        def log_error(self, format, *args):
+            print("server:", format % args)
+
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=smoke_book.parent))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{server.server_port}"
@@ -68,8 +72,8 @@ def test_static_book_in_a_browser_loads_cleanly_offline_and_the_explorer_respond
         pytest.skip(reason)
     from playwright.sync_api import sync_playwright
 
-    html = smoke_book.parent
-    pages = sorted(str(p.relative_to(html)) for p in html.rglob("*.html") if "_static" not in p.parts)
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    pages = ["index.html", "genindex.html", "search.html", f"{toc['root']}.html"] + [f"{c['file']}.html" for c in toc["chapters"]]
     assert {f"book/{section}.html" for section in SECTIONS} <= set(pages)
     problems, outside = [], []
     with sync_playwright() as playwright:
@@ -119,6 +123,31 @@ def test_static_book_in_a_browser_loads_cleanly_offline_and_the_explorer_respond
         browser.close()
     assert not problems, problems
     assert not outside, outside
+
+
+def _notebook(path: Path, code: str) -> None:
+    import nbformat
+
+    notebook = nbformat.v4.new_notebook()
+    notebook.cells = [nbformat.v4.new_code_cell("runs = None", metadata={"tags": ["parameters"]}), nbformat.v4.new_code_cell(code)]
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(notebook, path)
+
+
+def test_notebooks_run_once_through_the_store_and_a_failure_leaves_the_notebook_to_read(tmp_path):
+    (tmp_path / "notebooks").mkdir(), (tmp_path / "book").mkdir()
+    runs = tmp_path / "runs.txt"
+    _notebook(tmp_path / "notebooks" / "counts.ipynb", "open(runs, 'a').write('run\\n'); print('executed')")
+    parameters = {"runs": str(runs), "device": "cpu", "store": str(tmp_path / "store")}
+    (output,) = execute_notebooks(tmp_path, parameters)
+    assert "executed" in output.read_text() and runs.read_text() == "run\n"
+    mtime = output.stat().st_mtime_ns
+    assert execute_notebooks(tmp_path, parameters) == [output]  # unchanged: loaded from the store, file untouched
+    assert runs.read_text() == "run\n" and output.stat().st_mtime_ns == mtime
+    _notebook(tmp_path / "notebooks" / "fails.ipynb", "raise ValueError('no such image')")
+    with pytest.raises(DdnbError, match="fails.ipynb failed: ValueError: no such image"):
+        execute_notebooks(tmp_path, parameters)
+    assert "no such image" in (tmp_path / "book" / "fails.ipynb").read_text()
 
 
 def test_book_outside_a_checkout_is_a_clear_error(tmp_path):
