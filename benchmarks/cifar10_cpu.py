@@ -46,7 +46,7 @@ def wall_seconds(log: str) -> float | None:
 def step_rates(log: str) -> list[float]:
     """Seconds per step reported by the progress bar, in order (``1.76s/it``; ``it/s`` inverted)."""
     rates = []
-    for value, unit in re.findall(r"([\d.]+)(s/it|it/s)\]", log):
+    for value, unit in re.findall(r"([\d.]+)(s/it|it/s)[,\]]", log):
         rates.append(float(value) if unit == "s/it" else 1 / float(value))
     return rates
 
@@ -61,13 +61,16 @@ def score(path: Path, data: str, seeds: int, store: Store, time_log: Path | None
     entry = {"set": str(path), "method": method, "steps": distilled.config.get("steps") or len(distilled.losses),
              "options": distilled.config.get("options"), "zca": zca, "evaluation": summary.as_dict(),
              "target_gain": TARGET_GAIN.get(method)}
-    if time_log is not None:
-        log = time_log.read_text(errors="replace")
-        rates = step_rates(log)
-        entry |= {"distill_seconds": wall_seconds(log), "budget_seconds": BUDGET_MINUTES * 60,
-                  "seconds_per_step_first_20": statistics.median(rates[:20]) if rates else None,
-                  "seconds_per_step_median": statistics.median(rates) if rates else None}
-    return entry
+    return entry | (timing(time_log) if time_log is not None else {})
+
+
+def timing(time_log: Path) -> dict:
+    """Wall time and progress-bar rates of the command that made a set, from its ``/usr/bin/time -v`` log."""
+    log = time_log.read_text(errors="replace")
+    rates = step_rates(log)
+    return {"distill_seconds": wall_seconds(log), "budget_seconds": BUDGET_MINUTES * 60,
+            "seconds_per_step_first_20": statistics.median(rates[:20]) if rates else None,
+            "seconds_per_step_median": statistics.median(rates) if rates else None}
 
 
 def main() -> None:
@@ -81,7 +84,6 @@ def main() -> None:
     args = parser.parse_args()
     if args.time_log and len(args.time_log) != len(args.sets):
         parser.error("give one --time-log per set, or none")
-    torch.set_num_threads(2)
     random = json.loads(FOUNDATION.read_text())["random_paper300"]
     entries = [score(path, args.data, args.seeds, Store(args.store), log)
                for path, log in zip(args.sets, args.time_log or [None] * len(args.sets))]

@@ -1,9 +1,11 @@
 """``ddnb book``: execute the parameterized notebooks for a profile, then build the static HTML book.
 
 The book's sources sit at the repository root (``_config.yml``, ``_toc.yml``, ``book/``,
-``notebooks/``); the HTML goes to ``_build/html``. Sphinx warnings are errors. Each notebook in
-``notebooks/`` is executed by papermill into ``book/`` (git-ignored) with the profile's parameters,
-unless the copy there was made from the same notebook, parameters and ddnb source (its execution key).
+``notebooks/``); the HTML goes to ``_build/html``. Sphinx warnings are errors. First the distilled sets
+and model pools are made (``make_inputs``); then each notebook in ``notebooks/`` is executed by papermill
+with the profile's parameters as a job (``ddnb.jobs``: in this process or as a Ray task) whose result, the
+executed notebook, is kept in the store under its execution key (notebook, parameters, ddnb source) and
+copied into ``book/`` (git-ignored). An unchanged notebook is never executed twice.
 The JavaScript the pages need (the widget manager that renders saved ipywidgets, and MathJax) is installed
 from the npm registry (``package.json``, ``npm ci``) and copied into ``_assets/``, which Sphinx serves as
 static files: the book loads nothing from a CDN and works offline.

@@ -40,9 +40,7 @@ def random_accuracy(smoke_data):
     return run(subset.images, subset.labels, test, PROFILES["smoke"].evaluation).mean
 
 
-# BPTT's smoke preset does not beat random real images yet (short unrolls learn to slow training down
-# rather than to generalise); it is left out of this claim until it does.
-@pytest.mark.parametrize("method", ["dm", "gm", "mtt"])
+@pytest.mark.parametrize("method", sorted(OPTIMISED))
 def test_each_method_beats_random_real_images_at_the_smoke_profile(method, smoke_data, random_accuracy, store):
     """The smoke preset itself, on the smoke profile's data and evaluation: the book's smallest claim.
     (The sets stay in the session store, where the smoke book finds them.)"""
