@@ -36,8 +36,12 @@ PACKAGE = Path(__file__).resolve().parent
 
 @dataclass
 class Run:
-    """What a notebook analyses: the profile, its data set (analysis space), the distilled sets by name, the
-    store and the runner (``ddnb.jobs``) that makes missing sets and pools, in this process or on Ray."""
+    """What a notebook analyses, as ``load_sets`` returns it.
+
+    ``dataset`` is the profile's data in analysis space, ``sets`` the distilled sets by name (methods and
+    the reader's own), ``store`` where sets, pools and models are cached, and ``runner`` (``ddnb.jobs``) where
+    the notebook's missing pools are made: in this process, or as Ray tasks when ``load_sets`` got ``ray``.
+    """
 
     profile: Profile
     data_name: str
@@ -53,7 +57,8 @@ def load_sets(profile: str, data: str | None, ipc: int | None, methods: list[str
               store: str | None = None, extra_sets: list[str] = (), ray: str | None = None) -> Run:
     """The profile's data and one distilled set per method (made once, then loaded from the store), plus
     ``extra_sets`` (paths of sets written by ``ddnb distill`` or ``ddnb import``) under their file names.
-    ``ray``: a Ray address (or ``$DDNB_RAY``) to make the missing sets as Ray tasks, all at once."""
+    ``ray``: a Ray address (or ``$DDNB_RAY``; None and no variable: this process) where the missing sets are
+    made, as Ray tasks all at once; the returned ``Run.runner`` uses the same place for the pools."""
     from ddnb.data import load_dataset
     from ddnb.distill import Distilled, distill_presets
     from ddnb.jobs import get_runner

@@ -56,6 +56,11 @@ class Job:
     gpus: float = 0
 
 
+def data_job(kind: str, key: dict[str, Any], make: Make, dataset) -> Job:
+    """A job whose one input is ``dataset`` (a ``ddnb.data.Dataset``); it asks Ray for a GPU when the data is on one."""
+    return Job(kind, key, make, (dataset,), gpus=float(dataset.train.images.is_cuda))
+
+
 class Runner(Protocol):
     """Where missing jobs are made: ``LocalRunner`` (this process) or ``RayRunner`` (one Ray task each)."""
 

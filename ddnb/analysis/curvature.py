@@ -2,7 +2,7 @@
 
 The loss is the mean cross-entropy of a network over a whole data set (images [N, C, H, W], labels [N]
 int64 or soft targets [N, classes]), differentiated twice w.r.t. the network's trainable parameters
-(P scalars, flattened in ``named_parameters`` order). Data are processed in batches; each batch
+(P scalars, laid out flat as ``ddnb.params.flatten`` does). Data are processed in batches; each batch
 contributes its *summed* loss divided by N, so the result is exact for the mean over all N whatever the
 batch size. The network is evaluated in eval mode (BatchNorm uses running statistics, so the loss is a
 sum over images; the GroupNorm ConvNets of the paper behave identically in both modes).
@@ -37,32 +37,10 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ddnb.errors import DdnbError
+from ddnb.params import flatten, parameter_count, trainable_parameters
 from ddnb.train import Protocol, batches, get_protocol, train_step
 
 Vectors = torch.Tensor | Sequence[Mapping[str, torch.Tensor]]
-
-
-def trainable_parameters(net: nn.Module) -> dict[str, torch.Tensor]:
-    """name -> parameter for every trainable parameter, in ``named_parameters`` order (the flat layout)."""
-    return {name: p for name, p in net.named_parameters() if p.requires_grad}
-
-
-def parameter_count(net: nn.Module) -> int:
-    """P, the number of trainable scalars (the length of every flat vector here)."""
-    return sum(p.numel() for p in trainable_parameters(net).values())
-
-
-def flatten(tensors: Mapping[str, torch.Tensor] | Sequence[torch.Tensor]) -> torch.Tensor:
-    """Named or listed tensors (in ``named_parameters`` order) -> one flat vector [P]."""
-    values = tensors.values() if isinstance(tensors, Mapping) else tensors
-    return torch.cat([t.reshape(-1) for t in values])
-
-
-def unflatten(vector: torch.Tensor, net: nn.Module) -> dict[str, torch.Tensor]:
-    """A flat vector [P] -> tensors named and shaped like ``net``'s trainable parameters (views)."""
-    params = trainable_parameters(net)
-    pieces = vector.split([p.numel() for p in params.values()])
-    return {name: piece.view_as(p) for (name, p), piece in zip(params.items(), pieces)}
 
 
 def _as_matrix(vectors: Vectors, net: nn.Module) -> torch.Tensor:

@@ -22,7 +22,7 @@ import torch
 
 from ddnb.data import Dataset, sample_per_class
 from ddnb.errors import DdnbError
-from ddnb.jobs import Job, Runner, run_jobs
+from ddnb.jobs import Job, Runner, data_job, run_jobs
 from ddnb.nets import build_net
 from ddnb.stacked import Stack, logits, stack, train_stacked
 from ddnb.store import Store
@@ -98,7 +98,7 @@ def subset_jobs(dataset: Dataset, config: PoolConfig = PoolConfig()) -> list[Job
         for chunk in _chunks(seeds, config.chunk):
             key = {"data": dataset.source, "net": config.net, "fraction": fraction, "epochs": config.subset_epochs, "seeds": chunk}
             make = partial(_subset_chunk, config=config, fraction=fraction, seeds=chunk)
-            jobs.append(Job(SUBSET_KIND, key, make, (dataset,), gpus=float(dataset.train.images.is_cuda)))
+            jobs.append(data_job(SUBSET_KIND, key, make, dataset))
     return jobs
 
 
@@ -137,7 +137,7 @@ def early_jobs(dataset: Dataset, config: PoolConfig = PoolConfig()) -> list[Job]
         keep = max(0, min(len(chunk), config.snapshot_models - index * config.chunk))
         key = {"data": dataset.source, "pool": dataclasses.asdict(config), "seeds": chunk, "keep": keep}
         make = partial(_early_chunk, config=config, seeds=chunk, keep=keep)
-        jobs.append(Job(EARLY_KIND, key, make, (dataset,), gpus=float(dataset.train.images.is_cuda)))
+        jobs.append(data_job(EARLY_KIND, key, make, dataset))
     return jobs
 
 

@@ -41,6 +41,7 @@ from torch.func import functional_call, grad, jvp, vjp, vmap
 
 from ddnb.errors import DdnbError
 from ddnb.nets import build_net
+from ddnb.params import detached_parameters, flatten, unflatten
 from ddnb.stacked import Stack
 from ddnb.stacked import train_stacked as stacked_training
 from ddnb.store import Artifact, Store, load_artifact, save_artifact
@@ -114,11 +115,6 @@ def _check_independent(net: nn.Module) -> None:
                         "(use the ConvNet family with instance norm)")
 
 
-def _params(net: nn.Module) -> Params:
-    """Detached copies of the trainable parameters (the functional state)."""
-    return {name: p.detach().clone() for name, p in net.named_parameters() if p.requires_grad}
-
-
 def _forward(net: nn.Module, params: Params, images: Tensor) -> Tensor:
     """Logits [N, classes] of ``net`` with ``params`` (buffers and frozen parameters taken from ``net``)."""
     return functional_call(net, params, (images,), strict=False)
@@ -133,17 +129,6 @@ def _mode(net: nn.Module, training: bool) -> Iterator[None]:
         yield
     finally:
         net.train(was_training)
-
-
-def _flatten(tree: Params, batch_dims: int = 0) -> Tensor:
-    """Tensors [*B, ...] -> one tensor [*B, P] (parameter order of the dict)."""
-    return torch.cat([t.flatten(batch_dims) for t in tree.values()], dim=-1)
-
-
-def _unflatten(flat: Tensor, like: Params) -> Params:
-    """A vector [P] -> tensors shaped like ``like``."""
-    pieces = flat.split([t.numel() for t in like.values()], dim=-1)
-    return {name: piece.view_as(t) for (name, t), piece in zip(like.items(), pieces)}
 
 
 def _rows(n: int, indices: Sequence[int] | Tensor | None) -> Tensor:
@@ -232,7 +217,7 @@ def loo_influence(net: nn.Module, images: Tensor, labels: Tensor, test_images: T
     _check_independent(net)
     rows = _rows(len(images), indices)
     weights = leave_one_out_weights(len(images), rows, images.dtype).to(images.device)
-    initial = _params(net)
+    initial = detached_parameters(net)
     losses = []
     for chunk in weights.split(chunk_size):  # chunks bound memory: activations grow with the models per run
         stacked = {k: v.expand(len(chunk), *v.shape).clone() for k, v in initial.items()}
@@ -303,7 +288,7 @@ def per_image_gradients(net: nn.Module, params: Params, images: Tensor, labels: 
         return F.cross_entropy(_forward(net, p, x[None]), y[None])
 
     batched = vmap(grad(one), in_dims=(None, 0, 0))
-    parts = [_flatten(batched(params, x, y), 1) for x, y in zip(images.split(batch_size), labels.split(batch_size))]
+    parts = [flatten(batched(params, x, y), 1) for x, y in zip(images.split(batch_size), labels.split(batch_size))]
     return torch.cat(parts)
 
 
@@ -330,7 +315,7 @@ def curvature_matvec(net: nn.Module, params: Params, images: Tensor, labels: Ten
     products = {"hessian": hessian, "ggn": ggn}
     if curvature not in products:
         raise DdnbError(f"unknown curvature {curvature!r}; choose hessian or ggn")
-    batched = vmap(lambda flat: _flatten(products[curvature](_unflatten(flat, params))), chunk_size=chunk)
+    batched = vmap(lambda flat: flatten(products[curvature](unflatten(flat, params))), chunk_size=chunk)
     return lambda vectors: batched(vectors) + shift * vectors
 
 
@@ -377,7 +362,7 @@ def _influence_matrices(net: nn.Module, images: Tensor, labels: Tensor, test_ima
                         dampings: Sequence[float], rows: Tensor, weight_decay: float, curvature: str,
                         iterations: int, tolerance: float, batch_size: int) -> tuple[list[Tensor], list[Tensor]]:
     """One IF matrix [k, T] and its CG residuals [k] per damping; the test gradients are made once."""
-    params = _params(net)
+    params = detached_parameters(net)
     train_grads = per_image_gradients(net, params, images[rows.to(images.device)], labels[rows.to(labels.device)], batch_size)
     solutions, residuals = [], []
     for damping in dampings:  # weight decay's Hessian is weight_decay * I: it joins the damping
@@ -422,7 +407,7 @@ def tracin(net: nn.Module, images: Tensor, labels: Tensor, test_images: Tensor, 
     rows = _rows(len(images), indices)
     names = [name for name, p in net.named_parameters() if p.requires_grad]
     device = images.device
-    states = [_params(net)] if checkpoints is None else [{k: c[k].to(device) for k in names} for c in checkpoints]
+    states = [detached_parameters(net)] if checkpoints is None else [{k: c[k].to(device) for k in names} for c in checkpoints]
     matrix = torch.zeros(len(rows), len(test_images), dtype=images.dtype, device=device)
     for params in states:
         train_grads = per_image_gradients(net, params, images[rows.to(device)], labels[rows.to(device)], batch_size)

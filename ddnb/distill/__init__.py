@@ -18,7 +18,7 @@ from ddnb.distill.loop import LoopConfig, Preset, finish, make_synthetic, run_lo
 from ddnb.distill.real_subset import random_subset
 from ddnb.distill.result import KIND, Distilled
 from ddnb.errors import DdnbError
-from ddnb.jobs import Job, Runner, run_jobs
+from ddnb.jobs import Job, Runner, data_job, run_jobs
 from ddnb.store import Store
 
 # method name -> (options dataclass, Method class); "random" has no optimisation loop
@@ -115,7 +115,7 @@ def distill_job(method: str, data: DataConfig, profile: str = "smoke", ipc: int 
     key = {"method": method, "data": dataset.source, "profile": profile, "ipc": ipc, "seed": seed, "steps": settings.steps, "options": options}
     make = partial(_make_distilled, method=method, ipc=ipc, seed=seed, loop=LoopConfig(settings.steps, progress=progress),
                    store=store, options=options, key=key)
-    return Job(KIND, key, make, (dataset,), gpus=float(dataset.train.images.is_cuda))
+    return data_job(KIND, key, make, dataset)
 
 
 def distill_presets(methods: list[str], data: DataConfig, profile: str = "smoke", ipc: int = 10, seed: int = 0,

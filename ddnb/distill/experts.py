@@ -18,7 +18,7 @@ from functools import partial
 import torch
 
 from ddnb.data import Dataset
-from ddnb.jobs import Job, Runner, run_jobs
+from ddnb.jobs import Job, Runner, data_job, run_jobs
 from ddnb.nets import build_net
 from ddnb.store import Store
 from ddnb.train import Protocol, train
@@ -61,9 +61,8 @@ def _make_expert(dataset: Dataset, config: ExpertConfig, seed: int, progress: bo
 
 def expert_jobs(dataset: Dataset, config: ExpertConfig, count: int, seed: int = 0, progress: bool = False) -> list[Job]:
     """One job per expert (seeds ``seed .. seed+count-1``); ``progress`` shows each expert's training."""
-    return [Job(KIND, {"data": dataset.source, "expert": dataclasses.asdict(config), "seed": seed + index},
-                partial(_make_expert, config=config, seed=seed + index, progress=progress), (dataset,),
-                gpus=float(dataset.train.images.is_cuda))
+    return [data_job(KIND, {"data": dataset.source, "expert": dataclasses.asdict(config), "seed": seed + index},
+                     partial(_make_expert, config=config, seed=seed + index, progress=progress), dataset)
             for index in range(count)]
 
 

@@ -6,21 +6,19 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from ddnb.analysis.curvature import (
-    flatten,
     hessian_vector_products,
     hutchinson_trace,
     naive_hutchinson_trace,
-    parameter_count,
     rademacher_probes,
     sample_batches,
     sampled_hutchinson_trace,
     top_eigenvalues,
     trace_curve,
     training_trace_curve,
-    unflatten,
 )
 from ddnb.errors import DdnbError
 from ddnb.nets import build_net
+from ddnb.params import flatten, parameter_count, unflatten
 from ddnb.train import Protocol, train
 
 
