@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass, field, replace
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -118,23 +118,33 @@ def train(
     record_at: Sequence[int] = (),
     snapshot_at: Sequence[int] = (),
     progress: bool = False,
+    until: int | None = None,
+    at_iteration: Callable[[nn.Module, int], None] | None = None,
 ) -> TrainResult:
     """Train ``net`` in place on images [N, C, H, W] and labels [N] with ``protocol``.
 
     Iteration t means "after t updates" (t = 0 is the initial network). At each t in ``record_at`` the
     predictions and accuracy on ``eval_split`` are stored; at each t in ``snapshot_at`` a copy of the
-    state_dict. Labels may also be soft targets [N, classes]. A non-finite loss raises ``DdnbError``.
+    state_dict; at every t ``at_iteration(net, t)`` is called (a measurement; it must leave ``net`` as it
+    found it). ``until``: stop after that many updates, exactly as the full run would have been at that
+    point (``losses`` then has ``until`` entries). Labels may also be soft targets [N, classes]. A
+    non-finite loss raises ``DdnbError``.
     """
     total = protocol.iterations(len(images))
+    if until is not None and not 0 <= until <= total:
+        raise DdnbError(f"until={until} is outside the {total} updates of protocol {protocol.name!r}")
+    stop = total if until is None else until
     optimizer = torch.optim.SGD(net.parameters(), lr=protocol.lr, momentum=protocol.momentum, weight_decay=protocol.weight_decay)
     generator = torch.Generator().manual_seed(seed)
-    result = TrainResult(losses=torch.empty(total))
+    result = TrainResult(losses=torch.empty(stop))
     record, snapshot = set(record_at), set(snapshot_at)
     net.train()
     schedule = batches(len(images), protocol, generator)
-    for iteration in tqdm(range(total + 1), desc=protocol.name, disable=not progress, leave=False):
+    for iteration in tqdm(range(stop + 1), desc=protocol.name, disable=not progress, leave=False):
         _record(net, iteration, record, snapshot, eval_split, result)
-        if iteration == total:
+        if at_iteration is not None:
+            at_iteration(net, iteration)
+        if iteration == stop:
             break
         if protocol.decay_at_half and iteration == total // 2:
             for group in optimizer.param_groups:

@@ -48,6 +48,17 @@ def test_training_learns_and_records_what_was_asked(shapes_small):
     assert final.accuracy > result.accuracies[0] + 0.15 and final.accuracy > 0.3  # chance is 0.1
 
 
+def test_training_stopped_early_is_the_full_run_up_to_there_and_sees_every_iteration(shapes_small):
+    protocol = Protocol("t", batch_size=64, epochs=2, augment=True, decay_at_half=True)
+    _, full = _train_tiny(shapes_small, protocol, 1, snapshot_at=(20,))
+    seen = []
+    net, stopped = _train_tiny(shapes_small, protocol, 1, until=20, at_iteration=lambda net, t: seen.append(t))
+    assert seen == list(range(21)) and torch.equal(stopped.losses, full.losses[:20])
+    assert all(torch.equal(v, net.state_dict()[k]) for k, v in full.snapshots[20].items())
+    with pytest.raises(DdnbError, match="outside"):
+        _train_tiny(shapes_small, protocol, 1, until=len(full.losses) + 1)
+
+
 def test_evaluate_is_consistent_and_batch_size_invariant(shapes_small):
     net = build_net("convnet-tiny", seed=1)
     images, labels = shapes_small.test.images[:300], shapes_small.test.labels[:300]

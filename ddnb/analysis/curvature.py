@@ -34,11 +34,10 @@ from typing import Callable, Iterator, Mapping, Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from ddnb.errors import DdnbError
 from ddnb.params import flatten, parameter_count, trainable_parameters
-from ddnb.train import Protocol, batches, get_protocol, train_step
+from ddnb.train import Protocol, get_protocol, train
 
 Vectors = torch.Tensor | Sequence[Mapping[str, torch.Tensor]]
 
@@ -358,30 +357,22 @@ def training_trace_curve(
     """Train ``net`` in place on real data and take the trace on each set *before* each listed iteration.
 
     ``iterations``: N (meaning 0..N-1) or explicit iterations t (after t updates). Training is exactly
-    ``ddnb.train.train(net, train_images, train_labels, protocol, seed)`` (default protocol ``real``) up to
-    the last t, whatever the protocol's length; the probes (``probe_seed``) are shared by every t and set.
+    ``ddnb.train.train(net, train_images, train_labels, protocol, seed)`` (default protocol ``real``) stopped
+    after the last t, which must lie within the protocol's length; the probes (``probe_seed``) are shared by every t and set.
     ``sampled``, ``probes_per_batch``, ``sample_seed`` (default probe_seed + 1): as in ``trace_curve``; the
     sampled batches are shared by every t.
     """
     wanted = sorted(set(range(iterations) if isinstance(iterations, int) else iterations))
-    protocol = protocol or get_protocol("real")
-    optimizer = torch.optim.SGD(net.parameters(), lr=protocol.lr, momentum=protocol.momentum, weight_decay=protocol.weight_decay)
-    generator = torch.Generator().manual_seed(seed)  # the same draws, in the same order, as train()
-    schedule, total = batches(len(train_images), protocol, generator), protocol.iterations(len(train_images))
     probe_matrix = rademacher_probes(probes, parameter_count(net), probe_seed)
     sample_seed = probe_seed + 1 if sample_seed is None else sample_seed
     estimators = _estimators(sets, probe_matrix, sampled, probes_per_batch, sample_seed, batch_size)
     estimates: dict[str, list[TraceEstimate]] = {name: [] for name in sets}
-    net.train()
-    for iteration in tqdm(range(wanted[-1] + 1), desc="trace curve", disable=not progress, leave=False):
+
+    def measure(net: nn.Module, iteration: int) -> None:
         if iteration in wanted:
             for name, estimator in estimators.items():
                 estimates[name].append(estimator(net))
-        if iteration == wanted[-1]:
-            break
-        if protocol.decay_at_half and iteration == total // 2:
-            for group in optimizer.param_groups:
-                group["lr"] = protocol.lr * 0.1
-        index = next(schedule).to(train_images.device)
-        train_step(net, optimizer, train_images[index], train_labels[index], protocol, generator, iteration)
+
+    train(net, train_images, train_labels, protocol or get_protocol("real"), seed, progress=progress, until=wanted[-1],
+          at_iteration=measure)
     return _curves(estimates, wanted)
