@@ -255,6 +255,12 @@ def fingerprint(tensor: Tensor) -> str:
     return hashlib.sha256(tensor.detach().cpu().contiguous().numpy().tobytes()).hexdigest()[:16]
 
 
+def _initial_network(distilled: Distilled, net: str, seed: int, device: torch.device) -> nn.Module:
+    """``build_net(net, seed)`` shaped for ``distilled``: the shared initialisation of every LOO retraining."""
+    images = distilled.images
+    return build_net(net, seed, images.shape[1], images.shape[-1], len(distilled.meta["classes"]), device)
+
+
 def distilled_influence(distilled: Distilled, test_images: Tensor, test_labels: Tensor, net: str = "convnet",
                         seed: int = 0, protocol: Protocol | str = "paper300", store: Store | None = None,
                         chunk_size: int = 16, indices: Sequence[int] | Tensor | None = None) -> InfluenceResult:
@@ -272,7 +278,7 @@ def distilled_influence(distilled: Distilled, test_images: Tensor, test_labels: 
     config = _loo_config(protocol, len(images), _rows(len(images), indices), len(test_images), "loo", extra)
     if store is not None and store.exists(KIND, config):
         return load_influence(store, config, test_images.device)
-    model = build_net(net, seed, images.shape[1], images.shape[-1], len(distilled.meta["classes"]), test_images.device)
+    model = _initial_network(distilled, net, seed, test_images.device)
     result = loo_influence(model, images, labels, test_images, test_labels, protocol, indices, chunk_size=chunk_size, config=extra)
     if store is not None:
         save_influence(store, result)
@@ -475,3 +481,24 @@ def damping_sweep(net: nn.Module, images: Tensor, labels: Tensor, test_images: T
     matrices, _ = _influence_matrices(net, images, labels, test_images, test_labels, dampings, rows, weight_decay,
                                       curvature, iterations, tolerance, batch_size)
     return {d: agreement(m, reference.matrix.to(m), top) for d, m in zip(dampings, matrices)}
+
+
+def estimate_agreement(distilled: Distilled, reference: InfluenceResult, test_images: Tensor, test_labels: Tensor,
+                       net: str = "convnet", seed: int = 0, protocol: Protocol | str = "paper300",
+                       dampings: Sequence[float] = (1e-4, 1e-3, 1e-2, 1e-1, 1.0), iterations: int = 100,
+                       top: int = 10) -> dict[str, Agreement]:
+    """How well the cheap estimates agree with ``reference``, the LOO result of ``distilled_influence`` (same
+    ``net``, ``seed``, ``protocol`` and test images): the influence function at each damping (with the
+    protocol's weight decay in the curvature) and the gradient dot product, all at the network trained on
+    every image from the shared initialisation. Returns label -> ``Agreement``, in the order of a table.
+    """
+    protocol = get_protocol(protocol) if isinstance(protocol, str) else protocol
+    images, labels = distilled.images.to(test_images.device), distilled.labels.to(test_images.device)
+    model = _initial_network(distilled, net, seed, test_images.device)
+    train(model, images, labels, protocol, seed)
+    sweep = damping_sweep(model, images, labels, test_images, test_labels, reference, dampings, protocol.weight_decay,
+                          iterations=iterations, top=top)
+    results = {f"influence function, damping {damping:g}": result for damping, result in sweep.items()}
+    dots = tracin(model, images, labels, test_images, test_labels, indices=reference.rows)
+    results["gradient dot product (TracIn-like)"] = agreement(dots.matrix, reference.matrix.to(dots.matrix), top)
+    return results

@@ -18,6 +18,7 @@ from ddnb.analysis.influence import (
     curvature_matvec,
     damping_sweep,
     distilled_influence,
+    estimate_agreement,
     influence_functions,
     load_influence,
     loo_influence,
@@ -218,6 +219,24 @@ def test_distilled_influence_is_cached_in_the_store(tiny_problem, store, monkeyp
     monkeypatch.setattr(sys.modules[distilled_influence.__module__], "loo_influence", None)  # a second call must not recompute
     second = distilled_influence(distilled, tx, ty, "convnet-tiny", 0, protocol, store)
     assert torch.equal(second.matrix, first.matrix) and second.config == first.config
+
+
+def test_estimate_agreement_scores_the_cheap_estimates_at_the_network_trained_on_all_images(tiny_problem):
+    net, x, y, tx, ty, protocol = tiny_problem
+    distilled = Distilled(x, y, {"method": "random", "ipc": 1}, InputTransform(torch.zeros(3), torch.ones(3)),
+                          meta={"classes": list(SHAPE_CLASSES)})
+    reference = loo_influence(net, x, y, tx, ty, protocol, indices=[0, 2, 4])
+    results = estimate_agreement(distilled, reference, tx, ty, "convnet-tiny", 0, protocol, dampings=(0.1, 1.0), iterations=20)
+    assert list(results) == ["influence function, damping 0.1", "influence function, damping 1",
+                             "gradient dot product (TracIn-like)"]
+    trained = copy.deepcopy(net)
+    train(trained, x, y, protocol)
+    expected = damping_sweep(trained, x, y, tx, ty, reference, (0.1, 1.0), protocol.weight_decay, iterations=20)
+    for damping, label in ((0.1, "influence function, damping 0.1"), (1.0, "influence function, damping 1")):
+        torch.testing.assert_close(results[label].pearson, expected[damping].pearson, equal_nan=True)
+    dots = tracin(trained, x, y, tx, ty, indices=reference.rows)
+    torch.testing.assert_close(results["gradient dot product (TracIn-like)"].spearman,
+                               agreement(dots.matrix, reference.matrix).spearman, equal_nan=True)
 
 
 # ---- semantics: the one yellow circle
