@@ -52,6 +52,11 @@ def config_key(kind: str, config: dict[str, Any]) -> str:
     return hashlib.sha256(canonical_json({"kind": kind, "config": config}).encode()).hexdigest()[:16]
 
 
+def fingerprint(tensor: torch.Tensor) -> str:
+    """16 hex digits of the sha256 of a tensor's bytes: identifies data (a set's images) inside a config."""
+    return hashlib.sha256(tensor.detach().cpu().contiguous().numpy().tobytes()).hexdigest()[:16]
+
+
 def _sidecar(path: Path) -> Path:
     return path.with_suffix(".json")
 

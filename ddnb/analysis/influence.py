@@ -29,7 +29,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
@@ -44,7 +43,7 @@ from ddnb.nets import build_net
 from ddnb.params import detached_parameters, flatten, unflatten
 from ddnb.stacked import Stack
 from ddnb.stacked import train_stacked as stacked_training
-from ddnb.store import Artifact, Store, load_artifact, save_artifact
+from ddnb.store import Artifact, Store, fingerprint, load_artifact, save_artifact
 from ddnb.train import Protocol, evaluate, get_protocol, train
 
 if TYPE_CHECKING:  # only a type: importing ddnb.distill would load every distiller
@@ -248,11 +247,6 @@ def loo_influence_sequential(net: nn.Module, images: Tensor, labels: Tensor, tes
     test_losses = torch.stack(losses)
     config = _loo_config(protocol, len(images), rows, len(test_images), "loo", config)
     return InfluenceResult(test_losses[1:] - test_losses[0], rows, config, test_losses[0])
-
-
-def fingerprint(tensor: Tensor) -> str:
-    """16 hex digits of the sha256 of a tensor's bytes (identifies a data set in a store key)."""
-    return hashlib.sha256(tensor.detach().cpu().contiguous().numpy().tobytes()).hexdigest()[:16]
 
 
 def _initial_network(distilled: Distilled, net: str, seed: int, device: torch.device) -> nn.Module:

@@ -1,5 +1,6 @@
 """Paper section 3: can distilled data substitute for real data?
 
+- ``evaluate_sets``: the plain score of each set (several seeds);
 - ``mixing``: add k real images per class to a set and train with the paper's protocol (one stacked
   run over seeds; each seed draws its own real images and network);
 - ``recognition_by_real_models``: accuracy of networks trained on real data on each distilled set;
@@ -7,7 +8,9 @@
 - ``feature_map``: a 2-D map of penultimate features of test and distilled images.
 
 Every function takes sets in the analysis input space (``in_analysis_space``: normalised, never ZCA),
-as the paper's analyses do.
+as the paper's analyses do. Given a ``store``, the trainings behind each result are kept there (keyed by
+the images' fingerprint, the data and the settings), so a second notebook or a rerun after a kill loads
+what was done.
 """
 
 from __future__ import annotations
@@ -24,11 +27,21 @@ from ddnb.distill.result import Distilled
 from ddnb.errors import DdnbError
 from ddnb.nets import build_net
 from ddnb.stacked import StackedEvaluation, evaluate_seeds
-from ddnb.store import Store
+from ddnb.store import Store, fingerprint
 from ddnb.train import EvalConfig, Protocol, evaluate, train
 
 PAPER_KS = (0, 2, 10, 50, 250)
-MODEL_KIND = "model"
+MODEL_KIND, EVALUATION_KIND, MIXING_KIND = "model", "evaluation", "mixing"
+
+
+def _kept(store: Store | None, kind: str, key: dict, make) -> dict[str, torch.Tensor]:
+    """``make() -> (tensors, meta)``, through the store when there is one."""
+    return make()[0] if store is None else store.get_or_make(kind, key, make).tensors
+
+
+def _data_key(images: torch.Tensor, labels: torch.Tensor, dataset: Dataset, config: EvalConfig) -> dict:
+    return {"images": fingerprint(images), "labels": fingerprint(labels), "data": dataset.source,
+            "evaluation": dataclasses.asdict(config)}
 
 
 def in_analysis_space(distilled: Distilled, dataset: Dataset) -> torch.Tensor:
@@ -68,16 +81,20 @@ def _mixing_point(images, labels, dataset: Dataset, k: int, config: EvalConfig) 
 
 
 def mixing(images: torch.Tensor, labels: torch.Tensor, dataset: Dataset, ks: Sequence[int] = PAPER_KS,
-           config: EvalConfig = EvalConfig()) -> MixingResult:
+           config: EvalConfig = EvalConfig(), store: Store | None = None) -> MixingResult:
     """Train on ``images`` [M, C, H, W] / ``labels`` [M] plus k random real training images per class, for each
     k in ``ks``, one network per seed of ``config`` (the real images drawn differently per seed too).
 
     The paper's protocol (``paper300``: full batch, 300 steps) trains on all M + k*classes images at once.
+    ``store``: each k's accuracies are kept there once made.
     """
     if labels.dim() != 1:
         raise DdnbError("mixing needs hard labels [M]; soft-label sets cannot be mixed with real images as the paper does")
-    accuracies = torch.stack([_mixing_point(images, labels, dataset, k, config) for k in ks])
-    return MixingResult(list(ks), list(config.seeds), accuracies)
+    key = _data_key(images, labels, dataset, config)
+    points = [_kept(store, MIXING_KIND, key | {"k": k},
+                    lambda k=k: ({"accuracies": _mixing_point(images, labels, dataset, k, config)}, {}))["accuracies"]
+              for k in ks]
+    return MixingResult(list(ks), list(config.seeds), torch.stack(points))
 
 
 def real_trained_model(dataset: Dataset, net: str, protocol: Protocol, seed: int = 0, store: Store | None = None) -> nn.Module:
@@ -97,11 +114,22 @@ def real_trained_model(dataset: Dataset, net: str, protocol: Protocol, seed: int
     return model
 
 
-def evaluate_sets(sets: Mapping[str, Distilled], dataset: Dataset, config: EvalConfig) -> dict[str, StackedEvaluation]:
-    """Train one network per seed on each set (in the analysis space) and test it: ``{name: StackedEvaluation}``."""
+def evaluate_sets(sets: Mapping[str, Distilled], dataset: Dataset, config: EvalConfig, store: Store | None = None
+                  ) -> dict[str, StackedEvaluation]:
+    """Train one network per seed on each set (in the analysis space) and test it: ``{name: StackedEvaluation}``.
+    ``store``: each set's evaluation is kept there once made (the book's pages share it)."""
     test = (dataset.test.images, dataset.test.labels)
-    return {name: evaluate_seeds(in_analysis_space(distilled, dataset), distilled.labels.to(test[1].device), test, config,
-                                 dataset.num_classes) for name, distilled in sets.items()}
+    results = {}
+    for name, distilled in sets.items():
+        images, labels = in_analysis_space(distilled, dataset), distilled.labels.to(test[1].device)
+
+        def make():
+            result = evaluate_seeds(images, labels, test, config, dataset.num_classes)
+            return {"predictions": result.predictions, "accuracies": result.accuracies}, {}
+
+        tensors = _kept(store, EVALUATION_KIND, _data_key(images, labels, dataset, config), make)
+        results[name] = StackedEvaluation(tensors["predictions"], tensors["accuracies"])
+    return results
 
 
 def recognition_by_real_models(models: Mapping[str, nn.Module], sets: Mapping[str, tuple[torch.Tensor, torch.Tensor]]

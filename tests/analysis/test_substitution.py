@@ -1,8 +1,10 @@
+import sys
+
 import pytest
 import torch
 
-from ddnb.analysis.substitution import (feature_map, in_analysis_space, mixing, pixel_histograms, real_trained_model,
-                                        recognition_by_real_models)
+from ddnb.analysis.substitution import (evaluate_sets, feature_map, in_analysis_space, mixing, pixel_histograms,
+                                        real_trained_model, recognition_by_real_models)
 from ddnb.data import DataConfig, load_dataset
 from ddnb.distill import distill
 from ddnb.store import Store
@@ -19,6 +21,23 @@ def test_mixing_without_real_images_is_the_plain_evaluation_and_real_images_help
     assert result.accuracies[0].tolist() == pytest.approx(plain.accs, abs=0.01)
     assert result.mean[1] > result.mean[0] + 0.05  # 10 -> 50 real images per class: clearly better
     assert (result.std >= 0).all()
+
+
+def test_evaluations_and_mixing_points_are_kept_in_the_store_and_reloaded(shapes_small, tmp_path, monkeypatch):
+    config, store = EvalConfig("paper300", "convnet-tiny", seeds=(0, 1), steps=10), Store(tmp_path)
+    sets = {"a": distill("random", shapes_small, ipc=2, seed=0), "b": distill("random", shapes_small, ipc=2, seed=1)}
+    first = evaluate_sets(sets, shapes_small, config, store)
+    plain = evaluate_sets(sets, shapes_small, config)
+    assert all(torch.equal(first[n].predictions, plain[n].predictions) for n in sets)
+    mixed = mixing(sets["a"].images, sets["a"].labels, shapes_small, (0, 2), config, store)
+    module = sys.modules[evaluate_sets.__module__]
+    monkeypatch.setattr(module, "evaluate_seeds", None)  # from here on, anything recomputed would fail
+    again = evaluate_sets(sets, shapes_small, config, store)
+    assert all(torch.equal(again[n].accuracies, first[n].accuracies) for n in sets)
+    assert torch.equal(mixing(sets["a"].images, sets["a"].labels, shapes_small, (2, 0), config, store).accuracies,
+                       mixed.accuracies.flip(0))
+    with pytest.raises(TypeError):  # another setting is not in the store: it would be computed
+        evaluate_sets(sets, shapes_small, EvalConfig("paper300", "convnet-tiny", seeds=(0,), steps=10), store)
 
 
 def test_a_zca_set_is_re_encoded_into_the_analysis_space(store):
