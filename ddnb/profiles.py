@@ -35,6 +35,8 @@ class AnalysisSizes:
     influence_images_per_class: int | None = field(default=None, metadata={"help": "distilled images left out, per class (None: all)"})
     influence_steps: int = field(default=300, metadata={"help": "length of the paper300 training behind leave-one-out"})
     influence_cg_iterations: int = field(default=100, metadata={"help": "conjugate-gradient iterations of the influence-function estimate"})
+    influence_dampings: tuple[float, ...] = field(default=(1e-4, 1e-3, 1e-2, 1e-1, 1.0),
+                                                  metadata={"help": "dampings of the influence-function estimate compared with LOO"})
 
 
 @dataclass(frozen=True)
@@ -53,12 +55,12 @@ PROFILES = {
     "smoke": Profile(
         "smoke", "tiny networks and few steps, to test the whole pipeline",
         DataConfig("shapes", train_per_class=100, test_size=1000), EvalConfig(net="convnet-tiny", seeds=(0, 1)),
-        analysis=AnalysisSizes(mixing_ks=(0, 2, 10), real_nets=("convnet-tiny",), real_epochs=2,
+        analysis=AnalysisSizes(mixing_ks=(0, 2), real_nets=("convnet-tiny",), real_epochs=2,
                                pools=PoolConfig(net="convnet-tiny", subset_fractions=(0.02, 0.05, 0.1), models_per_fraction=2,
                                                 subset_epochs=20, early_models=2, record_every=2, snapshot_models=1),
                                curvature_iterations=20, curvature_every=5, curvature_probes=16, curvature_real_images=500,
                                influence_test_images=500, influence_images_per_class=1, influence_steps=50,
-                               influence_cg_iterations=20),
+                               influence_cg_iterations=20, influence_dampings=(1e-2, 1.0)),
     ),
     "quick": Profile(
         "quick", "every analysis meaningful on the embedded shapes data, minutes on a laptop",

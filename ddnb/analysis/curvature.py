@@ -357,8 +357,8 @@ def training_trace_curve(
     """Train ``net`` in place on real data and take the trace on each set *before* each listed iteration.
 
     ``iterations``: N (meaning 0..N-1) or explicit iterations t (after t updates). Training is exactly
-    ``ddnb.train.train(net, train_images, train_labels, protocol, seed)`` (default protocol ``real``) stopped
-    after the last t, which must lie within the protocol's length; the probes (``probe_seed``) are shared by every t and set.
+    ``ddnb.train.train(net, train_images, train_labels, protocol, seed)`` stopped after the last t, which must
+    lie within the protocol's length (default: ``real``, run for as many iterations as asked); the probes (``probe_seed``) are shared by every t and set.
     ``sampled``, ``probes_per_batch``, ``sample_seed`` (default probe_seed + 1): as in ``trace_curve``; the
     sampled batches are shared by every t.
     """
@@ -373,6 +373,6 @@ def training_trace_curve(
             for name, estimator in estimators.items():
                 estimates[name].append(estimator(net))
 
-    train(net, train_images, train_labels, protocol or get_protocol("real"), seed, progress=progress, until=wanted[-1],
-          at_iteration=measure)
+    protocol = protocol or get_protocol("real", steps=wanted[-1])  # constant lr: its length only sets where it stops
+    train(net, train_images, train_labels, protocol, seed, progress=progress, until=wanted[-1], at_iteration=measure)
     return _curves(estimates, wanted)

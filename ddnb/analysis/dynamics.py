@@ -92,14 +92,11 @@ def _chunks(seeds: list[int], size: int) -> list[list[int]]:
 
 def subset_jobs(dataset: Dataset, config: PoolConfig = PoolConfig()) -> list[Job]:
     """One job per chunk of subset networks (``models_per_fraction`` per fraction, each on its own random subset)."""
-    jobs = []
-    for index, fraction in enumerate(config.subset_fractions):
-        seeds = [config.seed + 1000 * index + m for m in range(config.models_per_fraction)]
-        for chunk in _chunks(seeds, config.chunk):
-            key = {"data": dataset.source, "net": config.net, "fraction": fraction, "epochs": config.subset_epochs, "seeds": chunk}
-            make = partial(_subset_chunk, config=config, fraction=fraction, seeds=chunk)
-            jobs.append(data_job(SUBSET_KIND, key, make, dataset))
-    return jobs
+    return [data_job(SUBSET_KIND,
+                     {"data": dataset.source, "net": config.net, "fraction": fraction, "epochs": config.subset_epochs, "seeds": chunk},
+                     partial(_subset_chunk, config=config, fraction=fraction, seeds=chunk), dataset)
+            for index, fraction in enumerate(config.subset_fractions)
+            for chunk in _chunks([config.seed + 1000 * index + m for m in range(config.models_per_fraction)], config.chunk)]
 
 
 def subset_pool(dataset: Dataset, config: PoolConfig = PoolConfig(), store: Store | None = None,

@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
@@ -45,6 +46,10 @@ from ddnb.stacked import Stack
 from ddnb.stacked import train_stacked as stacked_training
 from ddnb.store import Artifact, Store, fingerprint, load_artifact, save_artifact
 from ddnb.train import Protocol, evaluate, get_protocol, train
+
+with warnings.catch_warnings():  # torch loads its forward-mode (jvp) rules with the deprecated torch.jit.script:
+    warnings.simplefilter("ignore", FutureWarning)  # load them here, once, so no page shows torch's own warning
+    import torch._decomp.decompositions_for_jvp  # noqa: F401
 
 if TYPE_CHECKING:  # only a type: importing ddnb.distill would load every distiller
     from ddnb.distill.result import Distilled

@@ -243,3 +243,7 @@ def test_training_trace_curve_matches_traces_of_train_snapshots(sampled):
     assert not torch.equal(curves["real"].traces, curves["small"].traces)
     assert set(curves["real"].as_dict()) == {"iterations", "traces", "stderrs"}
     assert len(training_trace_curve(_small_net(), *_data(20), {"a": _data(4)}, 2, protocol, probes=2)["a"].traces) == 2
+    # the default protocol (real: one epoch, a single update on 20 images) runs for as long as asked
+    assert training_trace_curve(_small_net(), *_data(20), {"a": _data(4)}, [0, 9], probes=2)["a"].iterations.tolist() == [0, 9]
+    with pytest.raises(DdnbError, match="outside the 5 updates"):
+        training_trace_curve(_small_net(), *_data(20), {"a": _data(4)}, [0, 9], protocol, probes=2)
