@@ -358,7 +358,8 @@ def training_trace_curve(
 
     ``iterations``: N (meaning 0..N-1) or explicit iterations t (after t updates). Training is exactly
     ``ddnb.train.train(net, train_images, train_labels, protocol, seed)`` stopped after the last t, which must
-    lie within the protocol's length (default: ``real``, run for as many iterations as asked); the probes (``probe_seed``) are shared by every t and set.
+    lie within the protocol's length (default: ``real``, run for as many iterations as asked); the probes
+    (``probe_seed``) are shared by every t and set.
     ``sampled``, ``probes_per_batch``, ``sample_seed`` (default probe_seed + 1): as in ``trace_curve``; the
     sampled batches are shared by every t.
     """
