@@ -6,7 +6,8 @@
         --data imagefolder:../shared/data/cifar10-jpeg.tar --out benchmarks/results/cifar10-cpu-dm.json
 
 Each set is trained with ``paper300`` on ``--seeds`` fresh ConvNets and tested on the real test split; the
-random baseline (10 random real images per class, the same evaluation) is read from the foundation results.
+random baseline (10 random real images per class, the same evaluation) is read from the foundation results;
+for a ZCA set, random real images whitened the same way are scored beside it (``random_same_space``).
 The distillation's wall time comes from the ``/usr/bin/time -v`` log of the command that made the set, and
 the tqdm rate at its start (the first steps, before anything else shared the CPU) from the same log; for
 MTT, ``--experts-time-log`` adds the wall time of ``ddnb experts`` (a budget of its own).
@@ -25,7 +26,7 @@ import torch
 
 import ddnb
 from ddnb.data import DataConfig, load_dataset
-from ddnb.distill import Distilled
+from ddnb.distill import Distilled, distill
 from ddnb.store import Store
 from ddnb.train import EvalConfig, run
 
@@ -56,12 +57,15 @@ def score(path: Path, data: str, seeds: int, store: Store, time_log: Path | None
     distilled = Distilled.load(path)
     zca = bool(distilled.config.get("data", {}).get("zca", False))
     dataset = load_dataset(DataConfig(data, zca=zca), store)
-    summary = run(distilled.images, distilled.labels, (dataset.test.images, dataset.test.labels),
-                  EvalConfig("paper300", "convnet", tuple(range(seeds))), dataset.num_classes, progress=True)
+    test, config = (dataset.test.images, dataset.test.labels), EvalConfig("paper300", "convnet", tuple(range(seeds)))
+    summary = run(distilled.images, distilled.labels, test, config, dataset.num_classes, progress=True)
     method = distilled.config.get("method")
     entry = {"set": str(path), "method": method, "steps": distilled.config.get("steps") or len(distilled.losses),
              "options": distilled.config.get("options"), "zca": zca, "evaluation": summary.as_dict(),
              "target_gain": TARGET_GAIN.get(method)}
+    if zca:  # the target compares with plain random images; random images whitened the same way are scored too
+        subset = distill("random", dataset, ipc=len(distilled.labels) // dataset.num_classes, seed=0)
+        entry["random_same_space"] = run(subset.images, subset.labels, test, config, dataset.num_classes, progress=True).as_dict()
     return entry | (timing(time_log) if time_log is not None else {})
 
 

@@ -91,8 +91,8 @@ def memory_table() -> str:
 
 
 def cifar10_table() -> str:
-    rows = ["| method | steps | paper300 accuracy, 3 seeds | gain over random (target) | distillation wall time (budget 60 min each) | s/step at start / median |",
-            "|---|---|---|---|---|---|"]
+    rows = ["| method | steps | paper300 accuracy, 3 seeds | gain over random (target) | random in the set's ZCA space "
+            "| distillation wall time (budget 60 min each) | s/step at start / median |", "|---|---|---|---|---|---|---|"]
     for path in sorted((HERE / "results").glob("cifar10-cpu-*.json")):
         report = json.loads(path.read_text())
         for r in report["sets"]:
@@ -100,8 +100,10 @@ def cifar10_table() -> str:
             experts = "" if r.get("experts_seconds") is None else f" + experts {r['experts_seconds'] / 60:.0f} min"
             wall = "" if seconds is None else f"{seconds / 60:.0f} min{experts} ({'within' if r['meets_time_budget'] else 'over'})"
             rates = "" if r.get("seconds_per_step_first_20") is None else f"{r['seconds_per_step_first_20']:.2f} / {r['seconds_per_step_median']:.2f}"
+            same = r.get("random_same_space")
+            same = "" if same is None else f"{same['mean']:.3f} ± {same['std']:.3f} (gain {e['mean'] - same['mean']:+.3f})"
             rows.append(f"| {r['method']} | {r['steps']} | {e['mean']:.3f} ± {e['std']:.3f} | {r['gain_over_random']:+.3f} "
-                        f"(+{r['target_gain']}, {'met' if r['meets_accuracy_target'] else 'not met'}) | {wall} | {rates} |")
+                        f"(+{r['target_gain']}, {'met' if r['meets_accuracy_target'] else 'not met'}) | {same} | {wall} | {rates} |")
     return "\n".join(rows)
 
 
