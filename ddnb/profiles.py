@@ -2,7 +2,7 @@
 
 | profile     | data    | target                      | budget                  |
 |-------------|---------|-----------------------------|-------------------------|
-| smoke       | shapes  | CI and tests                | whole book <= 5 min, 2 cores |
+| smoke       | shapes  | CI and tests                | whole book ~25 min from scratch, 2 cores (10 of them BPTT's set) |
 | quick       | shapes  | any laptop; ``make book``   | <= 15 min on 2 cores    |
 | cifar10-cpu | CIFAR-10| 2-core CPU, resumable       | <= 3 h                  |
 | paper       | CIFAR-10| one GPU, the paper's settings | hours                 |
