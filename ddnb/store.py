@@ -87,8 +87,10 @@ def save_artifact(
     config: dict[str, Any],
     meta: dict[str, Any] | None = None,
     kind: str = "artifact",
+    cost: dict[str, float] | None = None,
 ) -> Path:
-    """Write ``tensors`` and their sidecar atomically; returns the ``.safetensors`` path."""
+    """Write ``tensors`` and their sidecar atomically; returns the ``.safetensors`` path. ``cost`` (seconds it
+    took to make, e.g. ``{"wall_s": 12.5, "cpu_s": 24.1}``) is recorded in the sidecar, outside the config."""
     path = artifact_path(path)
     config_hash = hashlib.sha256(canonical_json(config).encode()).hexdigest()
     payload = {name: tensor.detach().cpu().contiguous() for name, tensor in tensors.items()}
@@ -103,6 +105,8 @@ def save_artifact(
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "sha256": hashlib.sha256(data).hexdigest(),
     }
+    if cost is not None:
+        sidecar["cost"] = {name: round(value, 3) for name, value in cost.items()}
     _sidecar(path).unlink(missing_ok=True)  # an old sidecar must never vouch for new tensors
     _atomic_write(path, data)
     _atomic_write(_sidecar(path), json.dumps(sidecar, indent=1, sort_keys=True).encode())
@@ -170,9 +174,10 @@ class Store:
         path = self.path(kind, config)
         return path.exists() and _sidecar(path).exists()
 
-    def save(self, kind: str, config: dict[str, Any], tensors: dict[str, torch.Tensor], meta: dict | None = None) -> Path:
+    def save(self, kind: str, config: dict[str, Any], tensors: dict[str, torch.Tensor], meta: dict | None = None,
+             cost: dict[str, float] | None = None) -> Path:
         """Write the artifact for ``(kind, config)``, replacing any previous one."""
-        return save_artifact(self.path(kind, config), tensors, config, meta, kind)
+        return save_artifact(self.path(kind, config), tensors, config, meta, kind, cost)
 
     def load(self, kind: str, config: dict[str, Any], device: torch.device | str = "cpu") -> Artifact:
         """Load and verify the artifact for ``(kind, config)``."""
@@ -181,12 +186,30 @@ class Store:
     def get_or_make(
         self, kind: str, config: dict[str, Any], make: Callable[[], tuple[dict[str, torch.Tensor], dict]]
     ) -> Artifact:
-        """Load the artifact if it exists, else call ``make() -> (tensors, meta)``, save and return it."""
+        """Load the artifact if it exists, else call ``make() -> (tensors, meta)``, save and return it. The
+        sidecar records what the call cost (``cost``: wall and process CPU seconds; a resumed job counts only
+        its last attempt), which ``costs`` sums up, e.g. to see where a book's build time went."""
         if self.exists(kind, config):
             return self.load(kind, config)
+        wall, cpu = time.perf_counter(), time.process_time()
         tensors, meta = make()
-        path = self.save(kind, config, tensors, meta)
+        cost = {"wall_s": time.perf_counter() - wall, "cpu_s": time.process_time() - cpu}
+        path = self.save(kind, config, tensors, meta, cost)
         return Artifact(tensors, json.loads(canonical_json(config)), json.loads(canonical_json(meta)), path)
+
+    def costs(self) -> list[dict[str, Any]]:
+        """One row per artifact in the store that recorded its cost: ``kind``, ``path``, ``created`` (UTC),
+        ``wall_s`` and ``cpu_s`` (seconds; an artifact made inside another's job counts in both)."""
+        rows = []
+        for sidecar_path in sorted(self.root.glob("*/*.json")):
+            try:
+                sidecar = json.loads(sidecar_path.read_text())
+            except (OSError, json.JSONDecodeError):
+                continue
+            if sidecar.get("format") == FORMAT and "cost" in sidecar:
+                rows.append({"kind": sidecar["kind"], "path": str(sidecar_path.with_suffix(SUFFIX)),
+                             "created": sidecar["created"], **sidecar["cost"]})
+        return rows
 
     def remove(self, kind: str, config: dict[str, Any]) -> None:
         """Delete the artifact for ``(kind, config)`` if present (e.g. a checkpoint after completion)."""

@@ -1,3 +1,4 @@
+import time
 import json
 import pickle
 
@@ -36,6 +37,22 @@ def test_store_keys_by_config_and_finds_reruns(tmp_path):
     assert config_key("pool", config) != config_key("model", config)
     store.remove("pool", config)
     assert not store.exists("pool", config)
+
+
+def test_store_records_what_making_an_artifact_cost(tmp_path):
+    store = Store(tmp_path)
+
+    def busy():  # about 0.2 s of this process's CPU
+        start = time.process_time()
+        while time.process_time() - start < 0.2:
+            pass
+        return {"x": torch.ones(1)}, {}
+
+    store.get_or_make("pool", {"a": 1}, busy)
+    store.save("model", {"b": 1}, {"x": torch.zeros(1)})  # saved directly: no cost to report
+    (rows,) = store.costs()
+    assert rows["kind"] == "pool" and rows["path"] == str(store.path("pool", {"a": 1}))
+    assert 0.2 <= rows["cpu_s"] < 5 and 0.2 <= rows["wall_s"] < 60
 
 
 def test_corrupted_tensor_file_is_refused(tmp_path):
