@@ -10,6 +10,7 @@ import dataclasses
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 from ddnb import __version__
@@ -184,12 +185,33 @@ def cmd_import(args: argparse.Namespace) -> None:
     print(distilled.save(args.out))
 
 
+def cost_summary(rows: list[dict], since: str) -> str:
+    """Where a build's time went: the wall seconds of the artifacts made since ``since`` (UTC, as the store's
+    ``created``), by kind, costliest first; ``rows`` from ``Store.costs``. Empty when nothing was made."""
+    totals: dict[str, list] = {}
+    for row in rows:
+        if row["created"] >= since:
+            total = totals.setdefault(row["kind"], [0, 0.0])
+            total[0], total[1] = total[0] + 1, total[1] + row["wall_s"]
+    if not totals:
+        return ""
+    lines = ["made by this command (wall time; a piece made inside another counts in both):"]
+    lines += [f"  {kind:<14} {count:>5} x {wall / 60:7.1f} min" for kind, (count, wall) in
+              sorted(totals.items(), key=lambda item: -item[1][1])]
+    return "\n".join(lines)
+
+
 def cmd_book(args: argparse.Namespace) -> None:
     from ddnb.book import build_book
     from ddnb.profiles import get_profile
+    from ddnb.store import Store
 
+    started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     index = build_book(get_profile(args.profile, args.data), Path(args.root), args.device, args.store, args.ray)
     print(index)
+    summary = cost_summary(Store(args.store).costs(), started)
+    if summary:
+        print(summary, file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
