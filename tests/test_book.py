@@ -12,6 +12,7 @@ import yaml
 
 from ddnb.book import build_book, execute_notebooks, notebook_parameters
 from ddnb.errors import DdnbError
+from ddnb.explorer import FRAME_CLASS
 from ddnb.profiles import PROFILES, get_profile
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -96,16 +97,16 @@ def test_static_book_in_a_browser_loads_cleanly_offline_and_the_explorer_respond
 
         page.goto(f"{served_book}/book/semantics.html", wait_until="networkidle")
         assert page.locator("mjx-container").count() > 0  # the influence formula, typeset by the book's own MathJax
-        image = page.locator(".widget-image:visible")
+        image = page.locator(f".{FRAME_CLASS}:visible")
         image.first.wait_for(timeout=30_000)
         assert image.count() == 1  # one frame shows at a time
         shown = image.first.get_attribute("src")
 
         def wait_for_new_frame(previous: str) -> str:
-            page.wait_for_function("src => { const shown = [...document.querySelectorAll('.widget-image')]"
+            page.wait_for_function(f"src => {{ const shown = [...document.querySelectorAll('.{FRAME_CLASS}')]"
                                    ".filter(e => e.offsetParent !== null); return shown.length === 1 && shown[0].src !== src }",
                                    arg=previous, timeout=10_000)
-            return page.locator(".widget-image:visible").first.get_attribute("src")
+            return page.locator(f".{FRAME_CLASS}:visible").first.get_attribute("src")
 
         page.locator(".widget-slider .noUi-handle").first.focus()
         page.keyboard.press("ArrowRight")  # the slider moves to the class's second image
@@ -115,7 +116,7 @@ def test_static_book_in_a_browser_loads_cleanly_offline_and_the_explorer_respond
         wait_for_new_frame(second)  # play steps on by itself
         play.click()
         page.wait_for_timeout(2_000)  # longer than the play interval: no step is still pending
-        paused = page.locator(".widget-image:visible").first.get_attribute("src")
+        paused = page.locator(f".{FRAME_CLASS}:visible").first.get_attribute("src")
         page.locator(".widget-dropdown select").first.select_option(index=1)  # another class
         other_class = wait_for_new_frame(paused)
         page.locator(".widget-toggle-buttons button").nth(1).click()  # another set
