@@ -50,28 +50,30 @@ def most_helped(influence: InfluenceResult | None, k: int = HELPED) -> dict[int,
 class _Widgets:
     """Builds the explorer's widgets, sharing the layouts, the notes and each test image's widget."""
 
-    def __init__(self, test_pixels: torch.Tensor | None, test_captions: Sequence[str] | None):
+    def __init__(self, test_pixels: torch.Tensor | None):
         import ipywidgets as widgets
 
-        self.widgets, self.test_pixels, self.test_captions = widgets, test_pixels, test_captions
+        self.widgets, self.test_pixels = widgets, test_pixels
         self.thumbs: dict[int, object] = {}
         self.grid_layout = widgets.Layout(grid_template_columns="repeat(3, max-content)", grid_gap="2px")
-        self.image_layout, self.box_layout = widgets.Layout(margin="0"), widgets.Layout()
+        # flex-start: a flex row would otherwise stretch the image to the height of the text beside it
+        self.image_layout, self.row_layout = widgets.Layout(margin="0", align_self="flex-start"), widgets.Layout()
+        self.text_layout = widgets.Layout(margin="0 0 0 8px")
         self.notes = {text: widgets.HTML(f"<small>{text}</small>", layout=widgets.Layout(max_width="260px"))
                       for text in (NO_INFLUENCE, NO_MATRIX)}
         self.heading = widgets.HTML("<small>test images it helps most</small>")
         self.positions: dict[tuple[int, int], object] = {}
 
-    def image(self, pixels: torch.Tensor, scale: int, tooltip: str | None = None, classes: tuple[str, ...] = ()):
-        width = pixels.shape[-1] * scale
-        return self.widgets.Image(value=png(pixels), format="png", width=str(width), layout=self.image_layout,
-                                  tooltip=tooltip, _dom_classes=("ddnb-pixelated",) + classes)
+    def image(self, pixels: torch.Tensor, scale: int, classes: tuple[str, ...] = ()):
+        # no tooltip: the static page's widget manager (html-manager 1.0.15) fails to draw an Image that has one
+        width, height = pixels.shape[-1] * scale, pixels.shape[-2] * scale
+        return self.widgets.Image(value=png(pixels), format="png", width=str(width), height=str(height),
+                                  layout=self.image_layout, _dom_classes=("ddnb-pixelated",) + classes)
 
     def thumb(self, test_index: int):
         """The widget of test image ``test_index``, made once and shared by every frame that shows it."""
         if test_index not in self.thumbs:
-            caption = self.test_captions[test_index] if self.test_captions is not None else f"test image {test_index}"
-            self.thumbs[test_index] = self.image(self.test_pixels[test_index], THUMB_SCALE, caption)
+            self.thumbs[test_index] = self.image(self.test_pixels[test_index], THUMB_SCALE)
         return self.thumbs[test_index]
 
     def position(self, number: int, count: int):
@@ -84,26 +86,25 @@ class _Widgets:
         """Distilled image ``number`` of ``count`` [C, H, W], and beside it the test images it helps most (or ``note``)."""
         side = [self.notes[note]] if helped is None or self.test_pixels is None else [
             self.heading, self.widgets.GridBox([self.thumb(index) for index in helped], layout=self.grid_layout)]
-        text = self.widgets.VBox([self.position(number, count)] + side, layout=self.box_layout)
-        return self.widgets.HBox([self.image(pixels, SCALE, classes=(FRAME_CLASS,)), text], layout=self.box_layout)
+        text = self.widgets.VBox([self.position(number, count)] + side, layout=self.text_layout)
+        return self.widgets.HBox([self.image(pixels, SCALE, classes=(FRAME_CLASS,)), text], layout=self.row_layout)
 
 
 def explorer(sets: Mapping[str, tuple[torch.Tensor, torch.Tensor]], classes: Sequence[str],
              influence: Mapping[str, InfluenceResult] | None = None, test_pixels: torch.Tensor | None = None,
-             test_labels: torch.Tensor | None = None, interval_ms: int = 900):
+             interval_ms: int = 900):
     """The explorer widget for ``sets``: display name -> (pixels [M, C, H, W] un-normalised, labels [M] hard or
     [M, classes] soft, where the argmax decides the class).
 
     ``influence`` (by the same names) and ``test_pixels`` [T, C, H, W], the test images its columns refer to, add
-    each image's most-helped test images; ``test_labels`` [T] names their classes on hover. Returns an
+    each image's most-helped test images. Returns an
     ``ipywidgets.VBox``; display it in a notebook (its state is saved with the notebook)."""
     import ipywidgets as widgets
 
     if not sets:
         raise ValueError("explorer needs at least one set")
     influence = influence or {}
-    captions = None if test_labels is None else [f"test image {j}: {classes[int(label)]}" for j, label in enumerate(test_labels)]
-    build = _Widgets(test_pixels, captions)
+    build = _Widgets(test_pixels)
     members = {name: [(labels if labels.dim() == 1 else labels.argmax(1)).eq(label).nonzero().flatten().tolist()
                       for label in range(len(classes))] for name, (_, labels) in sets.items()}
     longest = max(len(indices) for per_class in members.values() for indices in per_class)
