@@ -196,7 +196,7 @@ def cost_summary(rows: list[dict], since: str) -> str:
     if not totals:
         return ""
     lines = ["made by this command (wall time; a piece made inside another counts in both):"]
-    lines += [f"  {kind:<14} {count:>5} x {wall / 60:7.1f} min" for kind, (count, wall) in
+    lines += [f"  {kind:<14} {count:>5} made in {wall / 60:7.1f} min" for kind, (count, wall) in
               sorted(totals.items(), key=lambda item: -item[1][1])]
     return "\n".join(lines)
 
