@@ -18,11 +18,10 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
-
-from dataclasses import replace
 
 from ddnb.data import load_dataset
 from ddnb.distill import distill, preset, setup

@@ -84,7 +84,7 @@ class _Widgets:
 
     def frame(self, pixels: torch.Tensor, number: int, count: int, helped: list[int] | None, note: str):
         """Distilled image ``number`` of ``count`` [C, H, W], and beside it the test images it helps most (or ``note``)."""
-        side = [self.notes[note]] if helped is None or self.test_pixels is None else [
+        side = [self.notes[note]] if helped is None else [
             self.heading, self.widgets.GridBox([self.thumb(index) for index in helped], layout=self.grid_layout)]
         text = self.widgets.VBox([self.position(number, count)] + side, layout=self.text_layout)
         return self.widgets.HBox([self.image(pixels, SCALE, classes=(FRAME_CLASS,)), text], layout=self.row_layout)
@@ -97,8 +97,8 @@ def explorer(sets: Mapping[str, tuple[torch.Tensor, torch.Tensor]], classes: Seq
     [M, classes] soft, where the argmax decides the class).
 
     ``influence`` (by the same names) and ``test_pixels`` [T, C, H, W], the test images its columns refer to, add
-    each image's most-helped test images. Returns an
-    ``ipywidgets.VBox``; display it in a notebook (its state is saved with the notebook)."""
+    each image's most-helped test images. Returns an ``ipywidgets.VBox``; display it in a notebook (its state is
+    saved with the notebook)."""
     import ipywidgets as widgets
 
     if not sets:
@@ -115,7 +115,7 @@ def explorer(sets: Mapping[str, tuple[torch.Tensor, torch.Tensor]], classes: Seq
     widgets.jslink((play, "value"), (slider, "value"))
     method_panels = []
     for name, (pixels, _) in sets.items():
-        helped = most_helped(influence.get(name))
+        helped = most_helped(influence.get(name)) if test_pixels is not None else {}  # nothing to show without them
         note = NO_INFLUENCE if name in influence else NO_MATRIX
         class_panels = []
         for indices in members[name]:
