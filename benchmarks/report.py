@@ -107,11 +107,91 @@ def cifar10_table() -> str:
     return "\n".join(rows)
 
 
+def bptt_search_table(name: str) -> str:
+    """One row per setting of a ``bptt_search.py`` screen, the start and (where scored) random real images first."""
+    report = _load(name) or {"configs": {}}
+    rows = ["| setting | inner loop (lr) | window / unroll | image lr | steps | s/step | accuracy |", "|---|---|---|---|---|---|---|"]
+    for label, key in (("the starting real images", "init_accuracy"), ("random real images", "random_accuracy")):
+        if key in report:
+            rows.append(f"| {label} | | | | | | {report[key]:.3f} |")
+    for setting, r in report["configs"].items():
+        options = r["options"]
+        inner = f"{options.get('inner_optimizer', 'adam')} ({options.get('inner_lr', 0.001):g})"
+        if options.get("augment", True):
+            inner += ", flip + rotate"
+        rows.append(f"| {setting} | {inner} | {options['window']} / {options['unroll']} | {options['lr_images']:g} | "
+                    f"{r['steps']} | {r['s_per_step']:.2f} | {r['acc']:.3f} |")
+    return "\n".join(rows)
+
+
+def curvature_table() -> str:
+    rows = ["| device | set | comparison | probes | naive | ours | speed-up |", "|---|---|---|---|---|---|---|"]
+    for name in ("curvature-speed-cpu.json", "curvature-speed-cuda.json"):
+        report = _load(name)
+        if report is None:
+            continue
+        device, small = report["device"], report["distilled_like_100"]
+        speed = small["speed"]
+        rows.append(f"| {device} | distilled-like, {speed['images']} images | the same probes, the same estimate "
+                    f"({speed['ours']['estimate']:.1f} ± {speed['ours']['stderr']:.1f}) | {speed['probes']} | "
+                    f"{speed['naive']['seconds']:.1f} s | {speed['ours']['seconds']:.1f} s | {speed['speedup']:.2f}x |")
+        rule = small.get("paper_rule")
+        if rule is not None:
+            stopped = "stopped" if rule["stopped_by_tolerance"] else "did not stop"
+            rows.append(f"| {device} | distilled-like, {rule['images']} images | the paper's rule (tol {rule['tol']:g}) {stopped} "
+                        f"after {rule['probes_used']} probes, {100 * rule['vs_reference']['relative_error']:+.1f} % off a "
+                        f"{rule['reference']['probes']}-probe reference | {rule['probes_used']} | {rule['naive']['seconds']:.1f} s | "
+                        f"{rule['ours']['seconds']:.1f} s | {rule['speedup']:.2f}x |")
+        real = next(value for key, value in report.items() if key.startswith("real_subsample_"))
+        comparison, full = real["comparison"], real["full"]
+        for how in ("sample", "formula"):
+            r = comparison[f"by_{how}_std"]
+            seconds, interval = r["seconds_to_target"], r.get("speedup_sampled_vs_naive_95")
+            interval = "" if interval is None else f" (95 %: {interval[0]:.0f}-{interval[1]:.0f}x)"
+            rows.append(f"| {device} | real, {full['images']} images | seconds to a {100 * comparison['target_rel_stderr']:.0f} % "
+                        f"standard error (per-probe spread from the {how}): ours on all the data "
+                        f"{seconds['ours_full']:,.0f} s, ours sampled in the table's 'ours' | {r['full_probes_needed']:.0f} full-data | "
+                        f"{seconds['naive_full']:,.0f} s | {seconds['sampled']:,.0f} s | {r['speedup_sampled_vs_naive']:.0f}x{interval} |")
+    return "\n".join(rows)
+
+
+def hvp_table() -> str:
+    ways = ("graph_reuse", "autograd_is_grads_batched", "func_vmap_vjp_of_grad", "func_vmap_jvp_of_grad")
+    rows = ["| device | batch | " + " | ".join(ways) + " | fastest |", "|---|---|" + "---|" * (len(ways) + 1)]
+    for name in ("curvature-speed-cpu.json", "curvature-speed-cuda.json"):
+        report = _load(name)
+        if report is not None:
+            hvp = report["hvp_per_product"]
+            rows.append(f"| {report['device']} | {hvp['batch']} | " + " | ".join(f"{hvp[w]['seconds_per_product']:.3f} s" for w in ways)
+                        + f" | {hvp['fastest']} |")
+    return "\n".join(rows)
+
+
+def mixing_table() -> str:
+    report = _load("cifar10-cpu-mixing.json") or {}
+    ks = sorted({int(k) for entry in report.values() for k in entry["points"]})
+    rows = ["| set | " + " | ".join(f"k = {k}" for k in ks) + " | rises with k |", "|---|" + "---|" * (len(ks) + 1)]
+    for name, entry in report.items():
+        points = entry["points"]
+        cells = []
+        for k in ks:
+            point = points.get(str(k))
+            paper = "" if point is None or point["paper"] is None else f" (paper {point['paper']:.2f})"
+            cells.append("" if point is None else f"{point['mean']:.3f} ± {point['std']:.3f}{paper}")
+        means = [point["mean"] for point in points.values()]
+        rises = "yes" if all(b > a for a, b in zip(means, means[1:])) else "no"
+        rows.append(f"| {name} | " + " | ".join(cells) + f" | {rises} (k = {', '.join(points)}) |")
+    return "\n".join(rows)
+
+
 def main() -> None:
     readme = HERE / "README.md"
     text = readme.read_text()
     tables = (("foundation", foundation_table()), ("speed", speed_table()), ("influence", influence_table()), ("stacked", stacked_table()),
-              ("cifar10", cifar10_table()), ("memory", memory_table()))
+              ("cifar10", cifar10_table()), ("memory", memory_table()), ("mixing", mixing_table()),
+              ("curvature", curvature_table()), ("hvp", hvp_table()),
+              ("bptt-search-cpu", bptt_search_table("bptt-search-cpu.json")),
+              ("bptt-search-smoke", bptt_search_table("bptt-search-smoke.json")))
     for marker, table in tables:
         block = f"<!-- {marker} -->\n{table}\n<!-- /{marker} -->"
         text = re.sub(rf"<!-- {marker} -->.*?<!-- /{marker} -->", lambda _: block, text, flags=re.S)

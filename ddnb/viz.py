@@ -53,6 +53,8 @@ def curves(x: Sequence[float], series: Mapping[str, tuple[Sequence[float], Seque
             ax.plot(x, reference[name], linestyle="--", color=line.get_color(), alpha=0.6)
     if logx:
         ax.set_xscale("symlog", linthresh=1)
+        ax.set_xticks(list(x), [f"{value:g}" for value in x])  # the measured points, not powers of ten
+        ax.minorticks_off()
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
     ax.legend(fontsize=8)
     figure.tight_layout()

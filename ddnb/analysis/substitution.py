@@ -86,15 +86,19 @@ def mixing(images: torch.Tensor, labels: torch.Tensor, dataset: Dataset, ks: Seq
     k in ``ks``, one network per seed of ``config`` (the real images drawn differently per seed too).
 
     The paper's protocol (``paper300``: full batch, 300 steps) trains on all M + k*classes images at once.
-    ``store``: each k's accuracies are kept there once made.
+    ``store``: each k's accuracies are kept there once made (k = 0 is the set's evaluation, as ``evaluate_sets``).
     """
     if labels.dim() != 1:
         raise DdnbError("mixing needs hard labels [M]; soft-label sets cannot be mixed with real images as the paper does")
     key = _data_key(images, labels, dataset, config)
-    points = [_kept(store, MIXING_KIND, key | {"k": k},
-                    lambda k=k: ({"accuracies": _mixing_point(images, labels, dataset, k, config)}, {}))["accuracies"]
-              for k in ks]
-    return MixingResult(list(ks), list(config.seeds), torch.stack(points))
+
+    def point(k: int) -> torch.Tensor:
+        if k == 0:  # the set alone: the same networks and numbers as its evaluation, which another page may have made
+            return _evaluation(images, labels, dataset, config, store).accuracies
+        return _kept(store, MIXING_KIND, key | {"k": k},
+                     lambda: ({"accuracies": _mixing_point(images, labels, dataset, k, config)}, {}))["accuracies"]
+
+    return MixingResult(list(ks), list(config.seeds), torch.stack([point(k) for k in ks]))
 
 
 def real_trained_model(dataset: Dataset, net: str, protocol: Protocol, seed: int = 0, store: Store | None = None) -> nn.Module:
@@ -118,18 +122,22 @@ def evaluate_sets(sets: Mapping[str, Distilled], dataset: Dataset, config: EvalC
                   ) -> dict[str, StackedEvaluation]:
     """Train one network per seed on each set (in the analysis space) and test it: ``{name: StackedEvaluation}``.
     ``store``: each set's evaluation is kept there once made (the book's pages share it)."""
-    test = (dataset.test.images, dataset.test.labels)
     results = {}
     for name, distilled in sets.items():
-        images, labels = in_analysis_space(distilled, dataset), distilled.labels.to(test[1].device)
-
-        def make():
-            result = evaluate_seeds(images, labels, test, config, dataset.num_classes)
-            return {"predictions": result.predictions, "accuracies": result.accuracies}, {}
-
-        tensors = _kept(store, EVALUATION_KIND, _data_key(images, labels, dataset, config), make)
-        results[name] = StackedEvaluation(tensors["predictions"], tensors["accuracies"])
+        images, labels = in_analysis_space(distilled, dataset), distilled.labels.to(dataset.test.labels.device)
+        results[name] = _evaluation(images, labels, dataset, config, store)
     return results
+
+
+def _evaluation(images: torch.Tensor, labels: torch.Tensor, dataset: Dataset, config: EvalConfig, store: Store | None
+                ) -> StackedEvaluation:
+    """One network per seed trained on images [M, C, H, W] / labels [M] and tested (kept in ``store``)."""
+    def make():
+        result = evaluate_seeds(images, labels, (dataset.test.images, dataset.test.labels), config, dataset.num_classes)
+        return {"predictions": result.predictions, "accuracies": result.accuracies}, {}
+
+    tensors = _kept(store, EVALUATION_KIND, _data_key(images, labels, dataset, config), make)
+    return StackedEvaluation(tensors["predictions"], tensors["accuracies"])
 
 
 def recognition_by_real_models(models: Mapping[str, nn.Module], sets: Mapping[str, tuple[torch.Tensor, torch.Tensor]]

@@ -46,7 +46,7 @@ PUBLISHED_STEPS = 1000
 # seconds; cifar10-cpu fits 60 minutes on 2 cores with the default ConvNet.
 PRESETS = {
     "smoke": Preset(30, GMOptions(outer_loop=10, inner_loop=10, real_per_class=32, lr_images=0.5, net="convnet-tiny")),
-    "quick": Preset(60, GMOptions(outer_loop=10, inner_loop=10, real_per_class=64, lr_images=0.5, net="convnet-tiny")),
+    "quick": Preset(20, GMOptions(outer_loop=10, inner_loop=10, real_per_class=64, lr_images=0.5, net="convnet-tiny")),
     "cifar10-cpu": Preset(200, GMOptions(outer_loop=2, inner_loop=5, real_per_class=64)),
 }
 

@@ -69,7 +69,7 @@ PUBLISHED_ZCA = {1: True, 10: True, 50: False}
 _SMALL = dict(experts=2, expert_epochs=2, max_start_epoch=2, expert_epochs_trained=4, net="convnet-tiny")
 PRESETS = {
     "smoke": Preset(60, MTTOptions(syn_steps=10, lr_images=100.0, **_SMALL)),
-    "quick": Preset(150, MTTOptions(syn_steps=20, lr_images=100.0, **_SMALL)),
+    "quick": Preset(60, MTTOptions(syn_steps=10, lr_images=100.0, **_SMALL)),
     "cifar10-cpu": Preset(150, MTTOptions(syn_steps=15, experts=2, expert_epochs_trained=3, expert_snapshot_iterations=49,
                                           expert_epochs=4, max_start_epoch=8), zca=True),
 }

@@ -29,8 +29,12 @@ def test_evaluations_and_mixing_points_are_kept_in_the_store_and_reloaded(shapes
     first = evaluate_sets(sets, shapes_small, config, store)
     plain = evaluate_sets(sets, shapes_small, config)
     assert all(torch.equal(first[n].predictions, plain[n].predictions) for n in sets)
-    mixed = mixing(sets["a"].images, sets["a"].labels, shapes_small, (0, 2), config, store)
     module = sys.modules[evaluate_sets.__module__]
+    with monkeypatch.context() as patch:  # k = 0 is the set's own evaluation: loaded, not trained again
+        patch.setattr(module, "evaluate_seeds", None)
+        alone = mixing(in_analysis_space(sets["a"], shapes_small), sets["a"].labels, shapes_small, (0,), config, store)
+    assert torch.equal(alone.accuracies[0], first["a"].accuracies)
+    mixed = mixing(sets["a"].images, sets["a"].labels, shapes_small, (0, 2), config, store)
     monkeypatch.setattr(module, "evaluate_seeds", None)  # from here on, anything recomputed would fail
     again = evaluate_sets(sets, shapes_small, config, store)
     assert all(torch.equal(again[n].accuracies, first[n].accuracies) for n in sets)
