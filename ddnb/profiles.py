@@ -2,7 +2,7 @@
 
 | profile     | data    | target                      | budget                  |
 |-------------|---------|-----------------------------|-------------------------|
-| smoke       | shapes  | CI and tests                | whole book ~13 min from scratch, 2 cores (6 of them BPTT's set) |
+| smoke       | shapes  | CI and tests                | whole book ~10 min from scratch, 2 cores (6 of them BPTT's set) |
 | quick       | shapes  | any laptop; ``make book``   | <= 15 min on 2 cores (13.3 measured) |
 | cifar10-cpu | CIFAR-10| 2-core CPU, resumable       | <= 3 h                  |
 | paper       | CIFAR-10| one GPU, the paper's settings | hours                 |
@@ -66,7 +66,7 @@ PROFILES = {
         "quick", "every analysis meaningful on the embedded shapes data, minutes on a laptop",
         DataConfig("shapes", train_per_class=1000, test_size=5000), EvalConfig(net="convnet-tiny", seeds=(0, 1, 2)),
         # sized so that `make book` fits 15 minutes on 2 cores: with k up to 50 (72 s of training per set), 3 leave-one-out
-        # rows per class of 300-step trainings (10 min for five sets) and longer distillations it took 38 (2026-12-02)
+        # rows per class of 300-step trainings (10 min for five sets) and longer distillations it took 38 minutes (2026-12-02)
         analysis=AnalysisSizes(mixing_ks=(0, 10), real_nets=("convnet-tiny", "convnet"), real_epochs=2,
                                pools=PoolConfig(net="convnet-tiny", subset_fractions=(0.01, 0.02, 0.05, 0.1), models_per_fraction=4,
                                                 subset_epochs=30, early_models=4, record_every=1, snapshot_models=1),
