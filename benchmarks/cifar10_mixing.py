@@ -1,7 +1,7 @@
 """Section 3's mixing curve on CIFAR-10 at ``cifar10-cpu``, one k at a time, kept in a results file.
 
-    python benchmarks/cifar10_mixing.py random --out benchmarks/results/cifar10-cpu-mixing.json
-    python benchmarks/cifar10_mixing.py runs/dm-ipc10.safetensors --out benchmarks/results/cifar10-cpu-mixing.json
+    python benchmarks/cifar10_mixing.py random --out benchmarks/results/mixing-cifar10-cpu.json
+    python benchmarks/cifar10_mixing.py runs/dm-ipc10.safetensors --out benchmarks/results/mixing-cifar10-cpu.json
 
 A set is ``random`` (10 random real images per class, seed 0: the foundation's baseline) or a set written by
 ``ddnb distill`` / ``ddnb import``. It is put into the analysis space (plain normalisation, as the paper's

@@ -170,7 +170,7 @@ def hvp_table() -> str:
 
 
 def mixing_table() -> str:
-    report = _load("cifar10-cpu-mixing.json") or {}
+    report = _load("mixing-cifar10-cpu.json") or {}
     ks = sorted({int(k) for entry in report.values() for k in entry["points"]})
     rows = ["| set | " + " | ".join(f"k = {k}" for k in ks) + " | rises with k |", "|---|" + "---|" * (len(ks) + 1)]
     for name, entry in report.items():
