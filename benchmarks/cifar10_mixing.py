@@ -3,7 +3,7 @@
     python benchmarks/cifar10_mixing.py random --out benchmarks/results/mixing-cifar10-cpu.json
     python benchmarks/cifar10_mixing.py runs/dm-ipc10.safetensors --out benchmarks/results/mixing-cifar10-cpu.json
 
-A set is ``random`` (10 random real images per class, seed 0: the foundation's baseline) or a set written by
+A set is ``random`` (the profile's IPC of random real images per class, seed 0: the foundation's baseline) or a set written by
 ``ddnb distill`` / ``ddnb import``. It is put into the analysis space (plain normalisation, as the paper's
 analyses use), then for each k of the profile (or ``--ks``) k random real images per class are added and the
 profile's evaluation trains one network per seed (``ddnb.analysis.substitution.mixing``: ``paper300``, ConvNet,
@@ -30,10 +30,10 @@ from ddnb.profiles import get_profile
 from ddnb.store import Store, fingerprint
 
 
-def load_set(source: str, dataset) -> tuple[str, torch.Tensor, torch.Tensor]:
-    """(name, images in the analysis space [M, C, H, W], labels [M]) of ``random`` or a set file."""
+def load_set(source: str, dataset, ipc: int) -> tuple[str, torch.Tensor, torch.Tensor]:
+    """(name, images in the analysis space [M, C, H, W], labels [M]) of ``random`` (``ipc`` per class) or a set file."""
     if source == "random":
-        subset = distill("random", dataset, ipc=10, seed=0)
+        subset = distill("random", dataset, ipc=ipc, seed=0)
         return "random", subset.images, subset.labels
     distilled = Distilled.load(source)
     name = distilled.config.get("method") or Path(source).stem
@@ -52,7 +52,7 @@ def main() -> None:
     profile = get_profile(args.profile, args.data)
     store = Store(args.store)
     dataset = load_dataset(profile.data, store)
-    name, images, labels = load_set(args.set, dataset)
+    name, images, labels = load_set(args.set, dataset, profile.ipc)
     results = json.loads(args.out.read_text()) if args.out.exists() else {}
     entry = results.setdefault(name, {"set": args.set, "images": fingerprint(images), "data": args.data,
                                       "evaluation": f"{profile.evaluation.protocol}, {profile.evaluation.net}, "
