@@ -14,6 +14,9 @@ On the CPU the runs are shortened (fewer steps, fewer models: see ``CPU_PRESETS`
 minutes; on a GPU the default is the paper's full job for ``convnet``. Both paths must agree: the largest
 difference between the influence rows they both computed is reported beside the largest influence (in
 float32 the two differ only in summation order, so the difference is the numerical noise of LOO itself).
+It also measures the ceiling of any batching on the device (``batch_ceiling``): one network's step on
+chunk-size times the images against as many steps on the images; where that gains little, no stacking of
+models can gain more, since stacked models do the same FLOPs with less weight reuse.
 
 CPU notes. Seconds are wall-clock; ``cpu_seconds`` (process CPU time) are also given because a loaded
 machine stretches wall time. By default the script raises glibc's mmap threshold (``mallopt``) so that
@@ -32,6 +35,7 @@ import time
 from pathlib import Path
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 import ddnb
 from ddnb.analysis.influence import loo_influence, loo_influence_sequential
@@ -78,6 +82,37 @@ def _timed(fn, device: torch.device) -> tuple[float, float, object]:
     return time.perf_counter() - start, time.process_time() - start_cpu, result
 
 
+def batch_ceiling(name: str, images: torch.Tensor, labels: torch.Tensor, models: int, steps: int, device: torch.device) -> dict:
+    """How much any batching of ``models`` models could gain on this device: one network's training step on
+    ``models`` x n images (the set repeated) against ``models`` steps on the n images, same process.
+
+    M models in one pass do the same FLOPs as one model on M times the batch, and with their own weights they
+    cannot use the hardware better (grouped instead of dense kernels). So the per-image speed-up of the big
+    batch bounds the batched LOO's speed-up. Also counts the FLOPs of one step on n images.
+    """
+    net = build_net(name, 0, device=device)
+    optimiser = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
+    big_x, big_y = images.repeat(models, 1, 1, 1), labels.repeat(models)
+
+    def step(x: torch.Tensor, y: torch.Tensor) -> None:
+        optimiser.zero_grad(set_to_none=True)
+        torch.nn.functional.cross_entropy(net(x), y).backward()
+        optimiser.step()
+
+    with FlopCounterMode(display=False) as counter:
+        step(images, labels)
+    step(big_x, big_y)  # warm-up at the big batch
+    seconds_small, _, _ = _timed(lambda: [step(images, labels) for _ in range(steps * models)], device)
+    seconds_big, _, _ = _timed(lambda: [step(big_x, big_y) for _ in range(steps)], device)
+    flops = counter.get_total_flops()
+    return {"models": models, "steps": steps, "flops_per_model_step": flops,
+            "seconds_per_model_step_at_n": seconds_small / (steps * models),
+            "seconds_per_model_step_at_models_x_n": seconds_big / (steps * models),
+            "gflops_at_n": flops * steps * models / seconds_small / 1e9,
+            "gflops_at_models_x_n": flops * steps * models / seconds_big / 1e9,
+            "ceiling": seconds_small / seconds_big}
+
+
 def time_net(name: str, preset: dict, data: tuple, chunk_size: int, device: torch.device) -> dict:
     """Batched and sequential LOO of ``name`` on ``data``; seconds and per-model-step rates of both."""
     x, y, tx, ty = data
@@ -103,7 +138,8 @@ def time_net(name: str, preset: dict, data: tuple, chunk_size: int, device: torc
                            "seconds_per_model_step": rate_s, "extrapolated_101x300_seconds": rate_s * full},
             "speedup": rate_s / rate_b,
             "speedup_cpu_time": (cpu_s / (sequential_models * protocol.steps)) / (cpu_b / (batched_models * protocol.steps)),
-            "max_abs_difference": difference, "max_abs_influence": scale}
+            "max_abs_difference": difference, "max_abs_influence": scale,
+            "batch_ceiling": batch_ceiling(name, x, y, chunk_size, protocol.steps, device)}
 
 
 def main() -> None:

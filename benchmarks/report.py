@@ -53,14 +53,17 @@ def speed_table() -> str:
 
 
 def influence_table() -> str:
-    rows = ["| device | net | steps timed | batched s/model-step | one-by-one s/model-step | speed-up | 101 x 300 (batched / one-by-one, extrapolated) | threads |",
-            "|---|---|---|---|---|---|---|---|"]
+    rows = ["| device | net | steps timed | batched s/model-step | one-by-one s/model-step | speed-up | ceiling (one net, chunk x batch) "
+            "| GFLOP/s one by one | 101 x 300 (batched / one-by-one, extrapolated) | threads |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
     for name in ("influence-speed-cpu.json", "influence-speed-cuda.json"):
         report = _load(name)
         for net, r in (report or {}).get("nets", {}).items():
-            batched, sequential = r["batched"], r["sequential"]
+            batched, sequential, ceiling = r["batched"], r["sequential"], r.get("batch_ceiling")
+            bound = f"{ceiling['ceiling']:.2f}" if ceiling else "-"
+            gflops = f"{ceiling['gflops_at_n']:.0f}" if ceiling else "-"
             rows.append(f"| {report['device']} | {net} | {r['steps']} | {batched['seconds_per_model_step']:.3f} | "
-                        f"{sequential['seconds_per_model_step']:.3f} | {r['speedup']:.2f} | "
+                        f"{sequential['seconds_per_model_step']:.3f} | {r['speedup']:.2f} | {bound} | {gflops} | "
                         f"{batched['extrapolated_101x300_seconds'] / 60:.0f} / {sequential['extrapolated_101x300_seconds'] / 60:.0f} min | "
                         f"{report['threads']} |")
     return "\n".join(rows)
@@ -186,11 +189,25 @@ def mixing_table() -> str:
     return "\n".join(rows)
 
 
+def semantics_table() -> str:
+    report = _load("semantics-cifar10-cpu.json") or {}
+    rows = ["| set | left out | strongest pairs (image, class: colour, top-k hits vs base rate, p, q) | pairs with q < 0.05 "
+            "| TracIn vs LOO (Pearson / Spearman / top-10 overlap) | LOO time |", "|---|---|---|---|---|---|"]
+    for name, entry in report.items():
+        pairs = "; ".join(f"{p['image']}, {p['class']}: {p['attribute']}, {p['hits']}/{p['k']} vs {p['base_rate']:.2f}, "
+                          f"p {p['p']:.1g}, q {p['q']:.2g}" for p in entry["strongest"][:3])
+        dots = entry["agreement_with_loo"].get("gradient dot product (TracIn-like)")
+        agreement = f"{dots['pearson']:.2f} / {dots['spearman']:.2f} / {dots['top_overlap']:.2f}" if dots else "-"
+        rows.append(f"| {name} | {len(entry['left_out'])} of {entry['test_images']} test images | {pairs} | "
+                    f"{entry['pairs_q_below_0.05']} of {entry['pairs_tested']} | {agreement} | {entry['loo_seconds'] / 60:.0f} min |")
+    return "\n".join(rows)
+
+
 def main() -> None:
     readme = HERE / "README.md"
     text = readme.read_text()
     tables = (("foundation", foundation_table()), ("speed", speed_table()), ("influence", influence_table()), ("stacked", stacked_table()),
-              ("cifar10", cifar10_table()), ("memory", memory_table()), ("mixing", mixing_table()),
+              ("cifar10", cifar10_table()), ("memory", memory_table()), ("mixing", mixing_table()), ("semantics", semantics_table()),
               ("curvature", curvature_table()), ("hvp", hvp_table()),
               ("bptt-search-cpu", bptt_search_table("bptt-search-cpu.json")),
               ("bptt-search-smoke", bptt_search_table("bptt-search-smoke.json")))

@@ -209,7 +209,8 @@ def loo_influence(net: nn.Module, images: Tensor, labels: Tensor, test_images: T
 
     Speed: batching pays on the GPU, where one model's step is too small to fill the device. On the CPU the
     vmap run is *slower* than the loop (0.3-0.8x, ``benchmarks/influence_speed.py``): the work is compute-bound
-    either way, and vmap lowers the stacked convolutions to grouped ones and decomposes GroupNorm's backward.
+    either way (8x the batch through one ConvNet gains only 4 % per image there, which bounds any batching),
+    and vmap lowers the stacked convolutions to grouped ones and decomposes GroupNorm's backward.
     So ``backend="auto"`` (see ``ddnb.stacked.train_stacked``) loops on the CPU and batches on a GPU.
 
     Precision: training amplifies rounding differences, so in float32 this and the loop agree only to
@@ -489,14 +490,15 @@ def estimate_agreement(distilled: Distilled, reference: InfluenceResult, test_im
     """How well the cheap estimates agree with ``reference``, the LOO result of ``distilled_influence`` (same
     ``net``, ``seed``, ``protocol`` and test images): the influence function at each damping (with the
     protocol's weight decay in the curvature) and the gradient dot product, all at the network trained on
-    every image from the shared initialisation. Returns label -> ``Agreement``, in the order of a table.
+    every image from the shared initialisation. Returns label -> ``Agreement``, in the order of a table (no
+    ``dampings``: the gradient dot product alone).
     """
     protocol = get_protocol(protocol) if isinstance(protocol, str) else protocol
     images, labels = distilled.images.to(test_images.device), distilled.labels.to(test_images.device)
     model = _initial_network(distilled, net, seed, test_images.device)
     train(model, images, labels, protocol, seed)
     sweep = damping_sweep(model, images, labels, test_images, test_labels, reference, dampings, protocol.weight_decay,
-                          iterations=iterations, top=top)
+                          iterations=iterations, top=top) if dampings else {}
     results = {f"influence function, damping {damping:g}": result for damping, result in sweep.items()}
     dots = tracin(model, images, labels, test_images, test_labels, indices=reference.rows)
     results["gradient dot product (TracIn-like)"] = agreement(dots.matrix, reference.matrix.to(dots.matrix), top)

@@ -237,6 +237,10 @@ def test_estimate_agreement_scores_the_cheap_estimates_at_the_network_trained_on
     dots = tracin(trained, x, y, tx, ty, indices=reference.rows)
     torch.testing.assert_close(results["gradient dot product (TracIn-like)"].spearman,
                                agreement(dots.matrix, reference.matrix).spearman, equal_nan=True)
+    cheap = estimate_agreement(distilled, reference, tx, ty, "convnet-tiny", 0, protocol, dampings=())
+    assert list(cheap) == ["gradient dot product (TracIn-like)"]
+    torch.testing.assert_close(cheap["gradient dot product (TracIn-like)"].spearman,
+                               results["gradient dot product (TracIn-like)"].spearman, equal_nan=True)
 
 
 # ---- semantics: the one yellow circle
