@@ -59,7 +59,7 @@ def leave_one_out(distilled: Distilled, test_images: torch.Tensor, test_labels: 
             return result, 0.0
     start = time.perf_counter()
     result = influence.distilled_influence(distilled, test_images, test_labels, net, seed=0, protocol=protocol, store=store,
-                                           indices=rows)
+                                           indices=rows, progress=True)
     result.save(saved)
     return result, time.perf_counter() - start
 

@@ -23,6 +23,7 @@ import tempfile
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import Sequence
 
 import torch
 
@@ -30,6 +31,7 @@ from ddnb import __version__
 from ddnb.errors import DdnbError
 from ddnb.jobs import Job, Runner, run_jobs
 from ddnb.profiles import Profile, get_profile
+from ddnb.store import artifact_path
 
 PACKAGE = Path(__file__).resolve().parent
 
@@ -76,11 +78,26 @@ def load_sets(profile: str, data: str | None, ipc: int | None, methods: list[str
 BOOK_METHODS = ["random", "bptt", "dm", "gm", "mtt"]  # the random real baseline and the paper's four distillers
 
 
-def notebook_parameters(profile: Profile, device: str, store: str | None) -> dict:
-    """What ``ddnb book`` passes to every notebook's ``parameters`` cell. (``ray`` stays None: the sets and
-    pools are made before the notebooks run, and a notebook run as a Ray task does its own work in place.)"""
-    return {"profile": profile.name, "data": profile.data.name, "ipc": profile.ipc, "methods": BOOK_METHODS,
-            "device": device, "store": None if store is None else str(store)}
+def notebook_parameters(profile: Profile, device: str, store: str | None, methods: Sequence[str] = BOOK_METHODS,
+                        extra_sets: Sequence[str | Path] = ()) -> dict:
+    """What ``ddnb book`` passes to every notebook's ``parameters`` cell: the profile, the ``methods`` whose sets
+    are made, and ``extra_sets`` (a reader's own set files, checked here so that a wrong path fails before any
+    work). (``ray`` stays None: the sets and pools are made before the notebooks run, and a notebook run as a
+    Ray task does its own work in place.)"""
+    from ddnb.distill import METHODS, Distilled
+
+    unknown = [method for method in methods if method not in METHODS]
+    if unknown:
+        raise DdnbError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}")
+    sets = [str(artifact_path(path).resolve()) for path in extra_sets]
+    for path in sets:
+        if not Path(path).exists():
+            raise DdnbError(f"no distilled set at {path} (write one with `ddnb distill` or `ddnb import`)")
+        Distilled.load(path)  # a corrupt file or another kind of artifact fails here, not inside a notebook
+    if not methods and not sets:
+        raise DdnbError("nothing to analyse: give at least one method or one set")
+    return {"profile": profile.name, "data": profile.data.name, "ipc": profile.ipc, "methods": list(methods),
+            "extra_sets": sets, "device": device, "store": None if store is None else str(store)}
 
 
 def _source_hash() -> str:
@@ -91,9 +108,12 @@ def _source_hash() -> str:
 
 
 def execution_key(notebook: Path, parameters: dict) -> str:
-    """Hash of the notebook source, its parameters and the ddnb source that runs it."""
-    payload = notebook.read_bytes() + json.dumps(parameters, sort_keys=True).encode() + _source_hash().encode()
-    return hashlib.sha256(payload).hexdigest()
+    """Hash of the notebook source, its parameters, the ddnb source that runs it and the contents of the
+    reader's own sets (a set rewritten under the same path runs the notebooks again)."""
+    digest = hashlib.sha256(notebook.read_bytes() + json.dumps(parameters, sort_keys=True).encode() + _source_hash().encode())
+    for path in parameters.get("extra_sets", ()):
+        digest.update(Path(path).read_bytes())
+    return digest.hexdigest()
 
 
 NOTEBOOK_KIND = "notebook"
@@ -205,18 +225,21 @@ def make_inputs(profile: Profile, parameters: dict, runner: Runner | None = None
 
 
 def build_book(profile: Profile, root: str | Path = ".", device: str = "auto", store: str | None = None,
-               ray: str | None = None) -> Path:
+               ray: str | None = None, methods: Sequence[str] = BOOK_METHODS, extra_sets: Sequence[str | Path] = ()) -> Path:
     """Execute the notebooks for ``profile`` and build the book at ``root``; returns the path of the HTML index.
+    ``methods``: whose sets are made and analysed (default random and the four distillers); ``extra_sets``:
+    the reader's own set files, analysed beside them in every section.
 
     The distilled sets and model pools are made first (``make_inputs``), then the notebooks are executed;
     with ``ray`` (a Ray address, or ``$DDNB_RAY``) both steps run as Ray tasks, and the store must be a
     folder every worker reaches."""
     from ddnb.jobs import get_runner
 
+    parameters = notebook_parameters(profile, device, store, methods, extra_sets)
     root = Path(root).resolve()
     if not (root / "_config.yml").exists() or not (root / "_toc.yml").exists():
         raise DdnbError(f"{root} holds no book (_config.yml and _toc.yml); run from the ddnb checkout or pass --root")
-    runner, parameters = get_runner(ray), notebook_parameters(profile, device, store)
+    runner = get_runner(ray)
     make_inputs(profile, parameters, runner)
     execute_notebooks(root, parameters, runner)
     install_assets(root)

@@ -91,6 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
     book = commands.add_parser("book", help="execute the notebooks for a profile and build the HTML book")
     book.add_argument("--profile", default="quick", choices=list(PROFILES))
     book.add_argument("--root", default=".", help="the checkout holding _config.yml and _toc.yml")
+    book.add_argument("--methods", nargs="*", default=None, choices=METHODS, metavar="METHOD",
+                      help=f"whose sets are made and analysed (default all: {' '.join(METHODS)})")
+    book.add_argument("--set", action="append", default=[], dest="extra_sets", metavar="PATH",
+                      help="your own distilled set (from ddnb distill or ddnb import), analysed beside the methods "
+                           "in every section (repeatable)")
     add_ray_argument(book)
     _add_common(book, data_required=False)
     return parser
@@ -202,12 +207,14 @@ def cost_summary(rows: list[dict], since: str) -> str:
 
 
 def cmd_book(args: argparse.Namespace) -> None:
-    from ddnb.book import build_book
+    from ddnb.book import BOOK_METHODS, build_book
     from ddnb.profiles import get_profile
     from ddnb.store import Store
 
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    index = build_book(get_profile(args.profile, args.data), Path(args.root), args.device, args.store, args.ray)
+    methods = BOOK_METHODS if args.methods is None else args.methods
+    index = build_book(get_profile(args.profile, args.data), Path(args.root), args.device, args.store, args.ray, methods,
+                       args.extra_sets)
     print(index)
     summary = cost_summary(Store(args.store).costs(), started)
     if summary:

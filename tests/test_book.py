@@ -1,3 +1,4 @@
+import dataclasses
 import functools
 import http.server
 import importlib.util
@@ -8,9 +9,12 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
+import torch
 import yaml
 
-from ddnb.book import build_book, execute_notebooks, notebook_parameters
+from ddnb.book import build_book, execute_notebooks, execution_key, notebook_parameters
+from ddnb.data.dataset import InputTransform
+from ddnb.distill.result import Distilled
 from ddnb.errors import DdnbError
 from ddnb.explorer import FRAME_CLASS
 from ddnb.profiles import PROFILES, get_profile
@@ -149,6 +153,25 @@ def test_notebooks_run_once_through_the_store_and_a_failure_leaves_the_notebook_
     with pytest.raises(DdnbError, match="fails.ipynb failed: ValueError: no such image"):
         execute_notebooks(tmp_path, parameters)
     assert "no such image" in (tmp_path / "book" / "fails.ipynb").read_text()
+
+
+def test_own_sets_join_the_parameters_and_a_rewritten_set_runs_the_notebooks_again(tmp_path):
+    images, labels = torch.zeros(2, 3, 8, 8), torch.tensor([0, 1])
+    mine = Distilled(images, labels, {"method": "mine", "ipc": 1}, InputTransform(torch.zeros(3), torch.ones(3)),
+                     meta={"classes": ["a", "b"]})
+    path = mine.save(tmp_path / "mine")
+    parameters = notebook_parameters(get_profile("smoke"), "cpu", None, ["random"], [tmp_path / "mine"])
+    assert parameters["methods"] == ["random"] and parameters["extra_sets"] == [str(path.resolve())]
+    notebook = ROOT / "notebooks" / "semantics.ipynb"
+    key = execution_key(notebook, parameters)
+    assert execution_key(notebook, parameters) == key
+    dataclasses.replace(mine, images=images + 1).save(tmp_path / "mine")  # same path, other images
+    assert execution_key(notebook, parameters) != key
+    (tmp_path / "other.safetensors").write_bytes(b"not a set")
+    with pytest.raises(DdnbError, match="has no sidecar"):  # checked before any work, not inside a notebook
+        notebook_parameters(get_profile("smoke"), "cpu", None, ["random"], [tmp_path / "other.safetensors"])
+    with pytest.raises(DdnbError, match="unknown method"):
+        notebook_parameters(get_profile("smoke"), "cpu", None, ["random", "kip"])
 
 
 def test_book_outside_a_checkout_is_a_clear_error(tmp_path):

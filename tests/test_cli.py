@@ -50,6 +50,8 @@ def test_distill_then_evaluate_json(tmp_path, capsys):
         (["distill", "--method", "random", "--data", "shapes", "--ipc", "100000", "--out", "x"], "fewer than the 100000"),
         (["distill", "--method", "random", "--data", "imagefolder:/no/such/dir", "--out", "x"], "does not exist"),
         (["evaluate", "/no/such/set.safetensors", "--data", "shapes"], "no artifact"),
+        (["book", "--profile", "smoke", "--set", "/no/such/set.safetensors"], "no distilled set at /no/such/set.safetensors"),
+        (["book", "--profile", "smoke", "--methods"], "nothing to analyse"),
     ],
 )
 def test_bad_input_exits_nonzero_with_one_line(argv, reason, tmp_path, capsys, monkeypatch):

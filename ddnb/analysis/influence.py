@@ -167,7 +167,7 @@ def leave_one_out_weights(n: int, rows: Tensor, dtype: torch.dtype = torch.float
 
 
 def train_stacked(net: nn.Module, stacked: Params, images: Tensor, labels: Tensor, weights: Tensor,
-                  protocol: Protocol, backend: str = "auto") -> tuple[Params, Tensor]:
+                  protocol: Protocol, backend: str = "auto", progress: bool = False) -> tuple[Params, Tensor]:
     """Train M networks at once with full-batch SGD + momentum, as ``torch.optim.SGD`` under ``train``.
 
     ``stacked`` name -> [M, ...] initial parameters (not modified); images [n, C, H, W] and labels [n]
@@ -177,7 +177,8 @@ def train_stacked(net: nn.Module, stacked: Params, images: Tensor, labels: Tenso
     _check_protocol(protocol)
     template = copy.deepcopy(net).train()  # as ``train`` does
     models = Stack(template, {k: v.clone() for k, v in stacked.items()})
-    result = stacked_training(models, images, labels, protocol, [0] * len(weights), weights=weights, backend=backend)
+    result = stacked_training(models, images, labels, protocol, [0] * len(weights), weights=weights, backend=backend,
+                              progress=progress)
     return models.params, result.losses.T.to(images.dtype)
 
 
@@ -199,13 +200,15 @@ def _loo_config(protocol: Protocol, n: int, rows: Tensor, test_count: int, metho
 
 def loo_influence(net: nn.Module, images: Tensor, labels: Tensor, test_images: Tensor, test_labels: Tensor,
                   protocol: Protocol | None = None, indices: Sequence[int] | Tensor | None = None,
-                  chunk_size: int = 16, eval_batch: int = 500, config: dict | None = None, backend: str = "auto") -> InfluenceResult:
+                  chunk_size: int = 16, eval_batch: int = 500, config: dict | None = None, backend: str = "auto",
+                  progress: bool = False) -> InfluenceResult:
     """Exact leave-one-out influence, all retrainings batched (``chunk_size`` models per vmapped run).
 
     ``net`` gives the architecture and the shared initial weights (it is not modified). images [n, C, H, W],
     labels [n] int64; test_images [T, C, H, W], test_labels [T]. ``indices``: which images to leave out
     (default all n). ``protocol`` default ``paper300``. ``config`` is merged into the result's config (say
-    which net, seed and distilled set). Returns ``matrix`` [k, T] in nats and ``base_losses`` [T].
+    which net, seed and distilled set). ``progress``: a progress bar over the trainings. Returns ``matrix``
+    [k, T] in nats and ``base_losses`` [T].
 
     Speed: batching pays on the GPU, where one model's step is too small to fill the device. On the CPU the
     vmap run is *slower* than the loop (0.3-0.8x, ``benchmarks/influence_speed.py``): the work is compute-bound
@@ -226,7 +229,7 @@ def loo_influence(net: nn.Module, images: Tensor, labels: Tensor, test_images: T
     losses = []
     for chunk in weights.split(chunk_size):  # chunks bound memory: activations grow with the models per run
         stacked = {k: v.expand(len(chunk), *v.shape).clone() for k, v in initial.items()}
-        trained, _ = train_stacked(net, stacked, images, labels, chunk, protocol, backend)
+        trained, _ = train_stacked(net, stacked, images, labels, chunk, protocol, backend, progress)
         losses.append(stacked_losses(net, trained, test_images, test_labels, eval_batch))
     test_losses = torch.cat(losses)  # [k + 1, T]
     config = _loo_config(protocol, len(images), rows, len(test_images), "loo", config)
@@ -263,7 +266,8 @@ def _initial_network(distilled: Distilled, net: str, seed: int, device: torch.de
 
 def distilled_influence(distilled: Distilled, test_images: Tensor, test_labels: Tensor, net: str = "convnet",
                         seed: int = 0, protocol: Protocol | str = "paper300", store: Store | None = None,
-                        chunk_size: int = 16, indices: Sequence[int] | Tensor | None = None) -> InfluenceResult:
+                        chunk_size: int = 16, indices: Sequence[int] | Tensor | None = None,
+                        progress: bool = False) -> InfluenceResult:
     """The paper's analysis: LOO influence of every image of ``distilled`` on every test image.
 
     The network is ``build_net(net, seed)`` (the shared initialisation) on the test images' device. With a
@@ -279,7 +283,8 @@ def distilled_influence(distilled: Distilled, test_images: Tensor, test_labels: 
     if store is not None and store.exists(KIND, config):
         return load_influence(store, config, test_images.device)
     model = _initial_network(distilled, net, seed, test_images.device)
-    result = loo_influence(model, images, labels, test_images, test_labels, protocol, indices, chunk_size=chunk_size, config=extra)
+    result = loo_influence(model, images, labels, test_images, test_labels, protocol, indices, chunk_size=chunk_size, config=extra,
+                           progress=progress)
     if store is not None:
         save_influence(store, result)
     return result
