@@ -9,6 +9,7 @@ each analysis written to ``--out`` as soon as it is done and skipped by a rerun,
 not outlive it. Mixing has its own script (``cifar10_mixing.py``), leave-one-out too (``cifar10_semantics.py``).
 
 - ``pixels``: un-normalised pixel statistics of each set beside 1,000 real test images (fraction outside [0, 1]).
+  Every "first N" of a split is ``Split.head(N)``, balanced over classes (the image folder is sorted by class).
 - ``real-nets``: the profile's real-trained networks (``real`` protocol, ``real_epochs``) scoring each set.
 - ``features``: penultimate features of the last real-trained network, 2,000 test images plus the sets, mapped to
   2-D (UMAP or PCA); the figure is written beside ``--out``.
@@ -75,7 +76,7 @@ class Sections:
         return self._pools
 
     def pixels(self) -> dict:
-        real = self.dataset.transform.decode(self.dataset.test.images[:1000])
+        real = self.dataset.transform.decode(self.dataset.test.head(1000).images)
         sets = {"real test": real, **{name: s.pixels() for name, s in self.sets.items()}}
         histograms = substitution.pixel_histograms(sets)
         return {name: {"outside_0_1": h.below + h.above, "below_0": h.below, "above_1": h.above, "mean": float(sets[name].mean()),
@@ -92,8 +93,9 @@ class Sections:
         import matplotlib
         matplotlib.use("Agg")
         net = self.sizes.real_nets[-1]
-        mapped = substitution.feature_map(self.models()[net], {"test": self.dataset.test.images[:2000], **self.inputs})
-        figure = viz.feature_scatter(mapped.points, self.dataset.test.labels[:2000], {n: s.labels for n, s in self.sets.items()},
+        test = self.dataset.test.head(2000)
+        mapped = substitution.feature_map(self.models()[net], {"test": test.images, **self.inputs})
+        figure = viz.feature_scatter(mapped.points, test.labels, {n: s.labels for n, s in self.sets.items()},
                                      title=f"{self.dataset.name}: penultimate features of {net} ({mapped.method})")
         path = self.figure_stem.with_name(f"{self.figure_stem.name}-features.png")
         figure.savefig(path, dpi=90, bbox_inches="tight")
@@ -124,7 +126,8 @@ class Sections:
     def curvature(self) -> dict:
         sizes, dataset = self.sizes, self.dataset
         real_count = sizes.curvature_real_images or len(dataset.train)
-        sets = {"real": (dataset.train.images[:real_count], dataset.train.labels[:real_count]),
+        real = dataset.train.head(real_count)
+        sets = {"real": (real.images, real.labels),
                 **{name: (self.inputs[name], s.labels) for name, s in self.sets.items()}}
         net = build_net(sizes.pools.net, 0, dataset.image_shape[0], dataset.image_shape[-1], dataset.num_classes)
         traces = curvature.training_trace_curve(net, dataset.train.images, dataset.train.labels, sets,

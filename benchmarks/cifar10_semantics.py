@@ -8,7 +8,7 @@ results file because a session's store does not outlive it:
 1. the set in the analysis space (plain normalisation), ConvNet ``build_net("convnet", 0)`` as the shared
    initialisation, ``paper300`` with the profile's ``influence_steps``;
 2. exact leave-one-out of the profile's ``influence_images_per_class`` images per class on its first
-   ``influence_test_images`` test images (``ddnb.analysis.influence.distilled_influence``);
+   ``influence_test_images`` test images, balanced over classes (``ddnb.analysis.influence.distilled_influence``);
 3. colour attributes of those test images (``ddnb.analysis.semantics.colour_attributes``: HSV thresholds on the
    central 16 x 16 crop) and every (distilled image, colour) pair's enrichment among the image's top-k test
    images of its own class, with hypergeometric p-values and Benjamini-Hochberg q-values;
@@ -35,7 +35,7 @@ from ddnb.analysis import influence, semantics, substitution
 from ddnb.data import load_dataset
 from ddnb.distill import Distilled, distill
 from ddnb.profiles import get_profile
-from ddnb.store import Store, artifact_path
+from ddnb.store import Store, artifact_path, fingerprint
 from ddnb.train import get_protocol
 
 
@@ -51,11 +51,14 @@ def load_set(source: str, dataset, ipc: int) -> tuple[str, Distilled]:
 
 def leave_one_out(distilled: Distilled, test_images: torch.Tensor, test_labels: torch.Tensor, rows: torch.Tensor, protocol,
                   net: str, saved: Path, store: Store) -> tuple[influence.InfluenceResult, float]:
-    """The LOO result and the seconds it took: read from ``saved`` when that holds these rows and steps, else
-    computed (``distilled_influence``) and written there."""
+    """The LOO result and the seconds it took: read from ``saved`` when that holds these rows, steps, set and test
+    images, else computed (``distilled_influence``) and written there."""
     if artifact_path(saved).exists():
         result = influence.InfluenceResult.load(saved)
-        if result.rows.tolist() == rows.tolist() and result.config["protocol"]["steps"] == protocol.steps:
+        same = (result.rows.tolist() == rows.tolist() and result.config["protocol"]["steps"] == protocol.steps
+                and result.config["train_sha256"] == fingerprint(distilled.images)
+                and result.config["test_sha256"] == fingerprint(test_images))
+        if same:
             return result, 0.0
     start = time.perf_counter()
     result = influence.distilled_influence(distilled, test_images, test_labels, net, seed=0, protocol=protocol, store=store,
@@ -78,7 +81,8 @@ def main() -> None:
     dataset = load_dataset(profile.data, store)
     name, distilled = load_set(args.set, dataset, profile.ipc)
     test_count = sizes.influence_test_images or len(dataset.test)
-    test_images, test_labels = dataset.test.images[:test_count], dataset.test.labels[:test_count]
+    test = dataset.test.head(test_count)  # balanced over classes: the image folder's test split is sorted by class
+    test_images, test_labels = test.images, test.labels
     rows = influence.rows_per_class(distilled.labels, sizes.influence_images_per_class)
     rows = torch.arange(len(distilled.labels)) if rows is None else rows
     protocol = get_protocol("paper300", steps=sizes.influence_steps)

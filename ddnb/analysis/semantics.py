@@ -59,12 +59,12 @@ def shapes_attributes(split: Split) -> dict[str, torch.Tensor]:
 
 
 def attributes_of_test(dataset: Dataset, count: int | None = None) -> tuple[dict[str, torch.Tensor], str]:
-    """Attributes {name: bool [T]} of the first ``count`` test images (all if None), and where they come from:
-    the generator's ground truth on ``shapes``, else ``colour_attributes`` of the decoded pixels."""
-    count = count or len(dataset.test)
+    """Attributes {name: bool [T]} of the test images ``dataset.test.head(count)`` (all if None), and where they
+    come from: the generator's ground truth on ``shapes``, else ``colour_attributes`` of the decoded pixels."""
+    test = dataset.test.head(count)
     if dataset.name == "shapes":
-        return {k: v[:count].cpu() for k, v in shapes_attributes(dataset.test).items()}, "the generator's ground truth"
-    pixels = dataset.transform.decode(dataset.test.images[:count]).cpu()
+        return {k: v.cpu() for k, v in shapes_attributes(test).items()}, "the generator's ground truth"
+    pixels = dataset.transform.decode(test.images).cpu()
     return colour_attributes(pixels), "the colour rule of ddnb.analysis.semantics (central crop, HSV thresholds)"
 
 

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ddnb.data.sampling import balanced_head
+
 
 @dataclass
 class InputTransform:
@@ -64,6 +66,10 @@ class Split:
         """The images at ``indices`` [K], with their labels and attributes."""
         indices = indices.to(self.labels.device)
         return Split(self.images[indices], self.labels[indices], {k: v[indices] for k, v in self.attributes.items()})
+
+    def head(self, count: int | None) -> "Split":
+        """``count`` images balanced over classes, the first of each class (``sampling.balanced_head``); all if None."""
+        return self.subset(balanced_head(self.labels, count))
 
     def to(self, device: torch.device | str) -> "Split":
         """A copy on ``device``."""

@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from ddnb.data import DataConfig, load_dataset, sample_per_class
+from ddnb.data import DataConfig, Split, balanced_head, load_dataset, sample_per_class
 from ddnb.data import cifar10 as cifar10_module
 from ddnb.data.folder import read_image_folder
 from ddnb.data.zca import fit_zca
@@ -136,6 +136,16 @@ def test_sample_per_class_is_balanced_seeded_and_checks_size():
     assert not torch.equal(chosen, sample_per_class(labels, 3, seed=1))
     with pytest.raises(DdnbError, match="only 7 images"):
         sample_per_class(labels, 8, seed=0)
+
+
+def test_the_head_of_a_class_sorted_split_is_balanced():
+    labels = torch.arange(10).repeat_interleave(7)  # sorted by class, as an image folder is: [:20] is two classes
+    head = balanced_head(labels, 23)
+    assert labels[head].bincount().tolist() == [3, 3, 3] + [2] * 7  # 23 = 10 x 2 + 3
+    assert head.tolist() == sorted(head.tolist()) and all(int(i) % 7 < 3 for i in head)  # the first of each class
+    assert torch.equal(balanced_head(labels, None), torch.arange(70)) and torch.equal(balanced_head(labels, 500), torch.arange(70))
+    split = Split(torch.arange(70.0).view(70, 1, 1, 1), labels, {"size": torch.arange(70)})
+    assert torch.equal(split.head(23).attributes["size"], head) and torch.equal(split.head(23).labels, labels[head])
 
 
 def test_zca_whitens_and_inverts():
