@@ -81,8 +81,9 @@ PROFILES = {
                                pools=PoolConfig(subset_fractions=(0.005, 0.01, 0.02, 0.05), models_per_fraction=2, subset_epochs=20,
                                                 early_models=2, record_every=4, snapshot_models=1),
                                curvature_iterations=100, curvature_every=10, curvature_probes=32, curvature_real_images=5000,
-                               # leave-one-out of every image is 101 ConvNet trainings of 300 steps per set, about 4.6 h on 2
-                               # cores (0.55 s a step); one image per class is 11 (about 30 min)
+                               # leave-one-out of every image is 101 ConvNet trainings of 300 steps per set, 1.6 h on 2 cores
+                               # (57 s each, 2026-12-02; up to 3x that on the slower machines of earlier sessions); one image
+                               # per class is 11 of them (10.5 min measured)
                                influence_test_images=2000, influence_images_per_class=1),
     ),
     "paper": Profile(
