@@ -17,42 +17,26 @@ import argparse
 import json
 import time
 from datetime import date
-from pathlib import Path
 
 import torch
 
 import ddnb
 from ddnb import paper
 from ddnb.analysis import substitution
-from ddnb.data import load_dataset
-from ddnb.distill import Distilled, distill
-from ddnb.profiles import get_profile
-from ddnb.store import Store, fingerprint
+from ddnb.store import fingerprint
 
-
-def load_set(source: str, dataset, ipc: int) -> tuple[str, torch.Tensor, torch.Tensor]:
-    """(name, images in the analysis space [M, C, H, W], labels [M]) of ``random`` (``ipc`` per class) or a set file."""
-    if source == "random":
-        subset = distill("random", dataset, ipc=ipc, seed=0)
-        return "random", subset.images, subset.labels
-    distilled = Distilled.load(source)
-    name = distilled.config.get("method") or Path(source).stem
-    return name, substitution.in_analysis_space(distilled, dataset), distilled.labels
+from cifar10_common import add_common_arguments, load_set, open_data
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("set", help="random, or a .safetensors set made at cifar10-cpu")
     parser.add_argument("--ks", type=int, nargs="*", default=None, help="real images per class to add (default: the profile's)")
-    parser.add_argument("--profile", default="cifar10-cpu")
-    parser.add_argument("--data", default="imagefolder:../shared/data/cifar10-jpeg.tar")
-    parser.add_argument("--store", default=None)
-    parser.add_argument("--out", type=Path, required=True)
+    add_common_arguments(parser)
     args = parser.parse_args()
-    profile = get_profile(args.profile, args.data)
-    store = Store(args.store)
-    dataset = load_dataset(profile.data, store)
-    name, images, labels = load_set(args.set, dataset, profile.ipc)
+    profile, store, dataset = open_data(args)
+    name, distilled = load_set(args.set, dataset, profile.ipc)
+    images, labels = substitution.in_analysis_space(distilled, dataset), distilled.labels
     results = json.loads(args.out.read_text()) if args.out.exists() else {}
     entry = results.setdefault(name, {"set": args.set, "images": fingerprint(images), "data": args.data,
                                       "evaluation": f"{profile.evaluation.protocol}, {profile.evaluation.net}, "

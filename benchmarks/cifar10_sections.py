@@ -32,26 +32,14 @@ import torch
 import ddnb
 from ddnb import viz
 from ddnb.analysis import curvature, dynamics, substitution
-from ddnb.data import load_dataset
-from ddnb.distill import Distilled, distill
+from ddnb.distill import Distilled
 from ddnb.nets import build_net
-from ddnb.profiles import get_profile
 from ddnb.store import Store
 from ddnb.train import get_protocol
 
+from cifar10_common import add_common_arguments, load_set, open_data
+
 ANALYSES = ("pixels", "real-nets", "features", "pools", "agreement", "recognition", "curvature")
-
-
-def load_sets(sources: list[str], dataset, ipc: int) -> dict[str, Distilled]:
-    """{name: set} of ``random`` (``ipc`` real images per class, seed 0) and set files, named by method or file."""
-    sets = {}
-    for source in sources:
-        if source == "random":
-            sets["random"] = distill("random", dataset, ipc=ipc, seed=0)
-        else:
-            distilled = Distilled.load(source)
-            sets[distilled.config.get("method") or Path(source).stem] = distilled
-    return sets
 
 
 class Sections:
@@ -142,15 +130,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sets", nargs="+", default=["random"], help="random, or .safetensors sets made at the profile")
     parser.add_argument("--analyses", nargs="+", default=list(ANALYSES), choices=ANALYSES)
-    parser.add_argument("--profile", default="cifar10-cpu")
-    parser.add_argument("--data", default="imagefolder:../shared/data/cifar10-jpeg.tar")
-    parser.add_argument("--store", default=None)
-    parser.add_argument("--out", type=Path, required=True)
+    add_common_arguments(parser)
     args = parser.parse_args()
-    profile = get_profile(args.profile, args.data)
-    store = Store(args.store)
-    dataset = load_dataset(profile.data, store)
-    sections = Sections(profile, dataset, load_sets(args.sets, dataset, profile.ipc), store, args.out.with_suffix(""))
+    profile, store, dataset = open_data(args)
+    sets = dict(load_set(source, dataset, profile.ipc) for source in args.sets)
+    sections = Sections(profile, dataset, sets, store, args.out.with_suffix(""))
     run = {"pixels": sections.pixels, "real-nets": sections.real_nets, "features": sections.features, "pools": sections.pools_summary,
            "agreement": sections.agreement, "recognition": sections.recognition, "curvature": sections.curvature}
     results = json.loads(args.out.read_text()) if args.out.exists() else {}

@@ -32,54 +32,43 @@ import torch
 
 import ddnb
 from ddnb.analysis import influence, semantics, substitution
-from ddnb.data import load_dataset
-from ddnb.distill import Distilled, distill
-from ddnb.profiles import get_profile
-from ddnb.store import Store, artifact_path, fingerprint
+from ddnb.distill import Distilled
+from ddnb.store import artifact_path, fingerprint
 from ddnb.train import get_protocol
 
-
-def load_set(source: str, dataset, ipc: int) -> tuple[str, Distilled]:
-    """(name, set in the analysis space) of ``random`` (``ipc`` real images per class, seed 0) or a set file."""
-    if source == "random":
-        return "random", distill("random", dataset, ipc=ipc, seed=0)
-    distilled = Distilled.load(source)
-    name = distilled.config.get("method") or Path(source).stem
-    images = substitution.in_analysis_space(distilled, dataset)
-    return name, dataclasses.replace(distilled, images=images, transform=dataset.transform)
+from cifar10_common import add_common_arguments, load_set, open_data
 
 
 def leave_one_out(distilled: Distilled, test_images: torch.Tensor, test_labels: torch.Tensor, rows: torch.Tensor, protocol,
-                  net: str, saved: Path, store: Store) -> tuple[influence.InfluenceResult, float]:
-    """The LOO result and the seconds it took: read from ``saved`` when that holds these rows, steps, set and test
-    images, else computed (``distilled_influence``) and written there."""
+                  net: str, saved: Path) -> influence.InfluenceResult:
+    """The LOO result, read from ``saved`` when that holds these rows, steps, set and test images, else computed
+    (``distilled_influence``) and written there with the seconds it took (``meta["seconds"]``)."""
     if artifact_path(saved).exists():
         result = influence.InfluenceResult.load(saved)
         same = (result.rows.tolist() == rows.tolist() and result.config["protocol"]["steps"] == protocol.steps
                 and result.config["train_sha256"] == fingerprint(distilled.images)
                 and result.config["test_sha256"] == fingerprint(test_images))
         if same:
-            return result, 0.0
+            return result
     start = time.perf_counter()
-    result = influence.distilled_influence(distilled, test_images, test_labels, net, seed=0, protocol=protocol, store=store,
-                                           indices=rows, progress=True)
+    result = influence.distilled_influence(distilled, test_images, test_labels, net, seed=0, protocol=protocol, indices=rows,
+                                           progress=True)
+    result.meta["seconds"] = time.perf_counter() - start
     result.save(saved)
-    return result, time.perf_counter() - start
+    return result
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("set", help="random, or a .safetensors set made at cifar10-cpu")
-    parser.add_argument("--profile", default="cifar10-cpu")
-    parser.add_argument("--data", default="imagefolder:../shared/data/cifar10-jpeg.tar")
     parser.add_argument("--dampings", type=float, nargs="*", default=[], help="influence-function dampings to compare (default none)")
-    parser.add_argument("--store", default=None)
-    parser.add_argument("--out", type=Path, required=True)
+    add_common_arguments(parser)
     args = parser.parse_args()
-    profile = get_profile(args.profile, args.data)
-    sizes, store = profile.analysis, Store(args.store)
-    dataset = load_dataset(profile.data, store)
+    profile, _, dataset = open_data(args)
+    sizes = profile.analysis
     name, distilled = load_set(args.set, dataset, profile.ipc)
+    # in the analysis space (plain normalisation), as the book's semantics page puts it
+    distilled = dataclasses.replace(distilled, images=substitution.in_analysis_space(distilled, dataset), transform=dataset.transform)
     test_count = sizes.influence_test_images or len(dataset.test)
     test = dataset.test.head(test_count)  # balanced over classes: the image folder's test split is sorted by class
     test_images, test_labels = test.images, test.labels
@@ -87,8 +76,9 @@ def main() -> None:
     rows = torch.arange(len(distilled.labels)) if rows is None else rows
     protocol = get_protocol("paper300", steps=sizes.influence_steps)
     saved = args.out.with_name(f"{args.out.stem}-{name}.safetensors")
-    result, seconds = leave_one_out(distilled, test_images, test_labels, rows, protocol, profile.evaluation.net, saved, store)
-    print(f"{name}: leave-one-out of {len(rows)} images on {test_count} test images in {seconds:.0f} s", flush=True)
+    result = leave_one_out(distilled, test_images, test_labels, rows, protocol, profile.evaluation.net, saved)
+    seconds = result.meta["seconds"]
+    print(f"{name}: leave-one-out of {len(rows)} images on {test_count} test images ({seconds:.0f} s)", flush=True)
 
     attributes, source = semantics.attributes_of_test(dataset, test_count)
     image_labels = distilled.labels[result.rows]

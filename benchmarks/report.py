@@ -199,7 +199,7 @@ def semantics_table() -> str:
         dots = entry["agreement_with_loo"].get("gradient dot product (TracIn-like)")
         agreement = f"{dots['pearson']:.2f} / {dots['spearman']:.2f} / {dots['top_overlap']:.2f}" if dots else "-"
         rows.append(f"| {name} | {len(entry['left_out'])} of {entry['test_images']} test images | {pairs} | "
-                    f"{entry['pairs_q_below_0.05']} of {entry['pairs_tested']} | {agreement} | {entry['loo_seconds'] / 60:.0f} min |")
+                    f"{entry['pairs_q_below_0.05']} of {entry['pairs_tested']} | {agreement} | {entry['loo_seconds'] / 60:.1f} min |")
     return "\n".join(rows)
 
 

@@ -45,11 +45,14 @@ def _data_key(images: torch.Tensor, labels: torch.Tensor, dataset: Dataset, conf
 
 
 def in_analysis_space(distilled: Distilled, dataset: Dataset) -> torch.Tensor:
-    """The set's images [M, C, H, W] re-encoded for ``dataset`` (e.g. a ZCA set into plain normalisation)."""
-    pixels = distilled.pixels().to(dataset.train.images.device)
-    if pixels.shape[1:] != dataset.train.images.shape[1:]:
-        raise DdnbError(f"distilled images {tuple(pixels.shape[1:])} do not fit the data set's {dataset.image_shape}")
-    return dataset.transform.encode(pixels)
+    """The set's images [M, C, H, W] re-encoded for ``dataset`` (e.g. a ZCA set into plain normalisation); a set
+    already in that space is returned as it is (bit for bit: a decode-encode round trip would change its last bits)."""
+    device = dataset.train.images.device
+    if distilled.images.shape[1:] != dataset.train.images.shape[1:]:
+        raise DdnbError(f"distilled images {tuple(distilled.images.shape[1:])} do not fit the data set's {dataset.image_shape}")
+    if distilled.transform.same_as(dataset.transform):
+        return distilled.images.to(device)
+    return dataset.transform.encode(distilled.pixels().to(device))
 
 
 @dataclass

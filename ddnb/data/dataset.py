@@ -43,6 +43,11 @@ class InputTransform:
     def _view(stat: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         return stat.to(like).view(1, -1, 1, 1)
 
+    def same_as(self, other: "InputTransform") -> bool:
+        """True when both map pixels to the same inputs (equal tensors; compared on the CPU)."""
+        mine, theirs = self.tensors(), other.tensors()
+        return mine.keys() == theirs.keys() and all(torch.equal(mine[k].cpu(), theirs[k].cpu()) for k in mine)
+
     def tensors(self) -> dict[str, torch.Tensor]:
         """The transform as named tensors (for storing beside a distilled set)."""
         named = {"mean": self.mean, "std": self.std}

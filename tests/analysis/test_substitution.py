@@ -50,6 +50,9 @@ def test_a_zca_set_is_re_encoded_into_the_analysis_space(store):
     subset = distill("random", zca, ipc=2, seed=0)
     assert torch.allclose(in_analysis_space(subset, plain), plain.transform.encode(subset.pixels()), atol=1e-5)
     assert torch.allclose(subset.pixels(), plain.transform.decode(in_analysis_space(subset, plain)), atol=1e-4)
+    already = distill("random", plain, ipc=2, seed=0)
+    assert torch.equal(in_analysis_space(already, plain), already.images)  # bit for bit: no decode-encode round trip
+    assert not subset.transform.same_as(plain.transform) and already.transform.same_as(plain.transform)
 
 
 def test_pixel_histograms_share_bins_and_count_values_outside_the_unit_range():
