@@ -203,11 +203,41 @@ def semantics_table() -> str:
     return "\n".join(rows)
 
 
+def sections_table() -> str:
+    """One line per finished analysis of cifar10_sections.py, the numbers a reader compares across sets."""
+    report = _load("sections-cifar10-cpu.json") or {}
+    rows = ["| analysis | sets | result | minutes |", "|---|---|---|---|"]
+    for key, entry in report.items():
+        analysis, result = key.split(":")[0], entry["result"]
+        if analysis == "pixels":
+            text = "; ".join(f"{name}: {r['outside_0_1']:.1%} outside [0, 1], range {r['min']:.2f} to {r['max']:.2f}" for name, r in result.items())
+        elif analysis == "real-nets":
+            text = "; ".join(f"{net}: " + ", ".join(f"{name} {acc:.2f}" for name, acc in scores.items()) for net, scores in result.items())
+        elif analysis == "features":
+            text = f"{result['net']}, {result['method']}: `results/{result['figure']}`"
+        elif analysis == "pools":
+            early = result["early"]
+            text = ("subset " + ", ".join(f"{float(f):.1%}: {a:.2f}" for f, a in result["subset"].items())
+                    + f"; early {early['mean_accuracy'][0]:.2f} -> {early['mean_accuracy'][-1]:.2f} over {early['iterations'][-1]} iterations")
+        elif analysis == "agreement":
+            text = "; ".join(f"{name} ({r['distilled_accuracy']:.2f}): subset {r['subset']:.2f}, early {r['early']:.2f} "
+                             f"at iteration {r['early_iterations']}" for name, r in result.items())
+        elif analysis == "recognition":
+            text = "; ".join(f"{name}: {curve[0]:.2f} -> {max(curve):.2f} (max)" for name, curve in result.items() if name != "iterations")
+        elif analysis == "curvature":
+            text = "; ".join(f"{name}: {c['trace'][0]:.0f} ± {c['stderr'][0]:.0f} at 0, {c['trace'][-1]:.0f} ± {c['stderr'][-1]:.0f} "
+                             f"at {c['iterations'][-1]}" for name, c in result.items())
+        else:
+            text = json.dumps(result)[:200]
+        rows.append(f"| {analysis} | {' + '.join(entry['sets'])} | {text} | {entry['seconds'] / 60:.1f} |")
+    return "\n".join(rows)
+
+
 def main() -> None:
     readme = HERE / "README.md"
     text = readme.read_text()
     tables = (("foundation", foundation_table()), ("speed", speed_table()), ("influence", influence_table()), ("stacked", stacked_table()),
-              ("cifar10", cifar10_table()), ("memory", memory_table()), ("mixing", mixing_table()), ("semantics", semantics_table()),
+              ("cifar10", cifar10_table()), ("memory", memory_table()), ("mixing", mixing_table()), ("semantics", semantics_table()), ("sections", sections_table()),
               ("curvature", curvature_table()), ("hvp", hvp_table()),
               ("bptt-search-cpu", bptt_search_table("bptt-search-cpu.json")),
               ("bptt-search-smoke", bptt_search_table("bptt-search-smoke.json")))
