@@ -16,7 +16,7 @@ results file because a session's store does not outlive it:
    influence function's (conjugate gradient; about 2 s per Hessian-vector product on 2 CPU cores here).
 
 The influence matrix is also written beside ``--out`` (``<stem>-<set>.safetensors`` and its JSON sidecar), so a
-later session can redo steps 3-4 without the trainings.
+later session can redo steps 3-4 without the trainings, and so is a figure of the strongest pairs (``<stem>-<set>.png``).
 """
 
 from __future__ import annotations
@@ -58,6 +58,36 @@ def leave_one_out(distilled: Distilled, test_images: torch.Tensor, test_labels: 
     return result
 
 
+def strongest_pairs_figure(ranked: list, result: influence.InfluenceResult, distilled: Distilled, test_pixels: torch.Tensor,
+                           test_labels: torch.Tensor, attributes: dict, classes: list[str], path: Path, pairs: int = 3) -> None:
+    """For the ``pairs`` strongest (image, colour) pairs: the distilled image, then the 9 test images of its class it
+    influences most, the ones with the colour framed, as the paper shows them (so a reader can judge the rule)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    chosen = ranked[:pairs]
+    figure, axes = plt.subplots(len(chosen), 10, figsize=(11, 1.35 * len(chosen)), squeeze=False)
+    for line, entry in enumerate(chosen):
+        image, label = int(result.rows[entry.image]), int(distilled.labels[result.rows[entry.image]])
+        top = semantics.top_influenced(result.matrix[entry.image][None], 9, test_labels == label)[0]
+        axes[line, 0].imshow(distilled.pixels()[image].clamp(0, 1).permute(1, 2, 0).cpu())
+        axes[line, 0].set_title(f"{classes[label]} {image}", fontsize=7)
+        for column, index in enumerate(top.tolist()):
+            ax = axes[line, column + 1]
+            ax.imshow(test_pixels[index].clamp(0, 1).permute(1, 2, 0))
+            if attributes[entry.attribute][index]:
+                ax.add_patch(plt.Rectangle((0, 0), 31, 31, fill=False, edgecolor="black", linewidth=2.5))
+        axes[line, 1].set_title(f"{entry.attribute} (thick frame): {entry.hits}/{entry.k} in its top {entry.k} vs base rate {entry.base_rate:.2f}, "
+                                f"p = {entry.p_value:.1g}, q = {entry.q_value:.2g}", fontsize=7, loc="left")
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    figure.subplots_adjust(wspace=0.05, hspace=0.45)  # not tight_layout: the long row captions would shrink the images
+    figure.savefig(path, dpi=90, bbox_inches="tight")
+    plt.close(figure)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("set", help="random, or a .safetensors set made at cifar10-cpu")
@@ -90,6 +120,10 @@ def main() -> None:
              | ({"image_has_it": bool(own[e.attribute][result.rows[e.image]])} if e.attribute in own else {})
              for e in ranked]
 
+    figure = args.out.with_name(f"{args.out.stem}-{name}.png")
+    strongest_pairs_figure(ranked, result, distilled, dataset.transform.decode(test_images).cpu(), test_labels, attributes,
+                           dataset.classes, figure)
+
     agreements = {label: a.summary() for label, a in influence.estimate_agreement(
         distilled, result, test_images, test_labels, profile.evaluation.net, 0, protocol, args.dampings,
         sizes.influence_cg_iterations).items()}
@@ -102,7 +136,7 @@ def main() -> None:
         "attributes": {"source": source, "rule": "see ddnb.analysis.semantics.HUE_RANGES and colour_attributes",
                        "counts": {a: int(mask.sum()) for a, mask in attributes.items()}},
         "top_k": k, "pairs_tested": len(pairs), "pairs_q_below_0.05": sum(p["q"] < 0.05 for p in pairs),
-        "strongest": pairs[:10], "agreement_with_loo": agreements,
+        "strongest": pairs[:10], "figure": figure.name, "agreement_with_loo": agreements,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=1) + "\n")
