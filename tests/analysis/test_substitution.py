@@ -63,6 +63,9 @@ def test_pixel_histograms_share_bins_and_count_values_outside_the_unit_range():
     assert float((histograms["distilled"].density * width).sum()) == pytest.approx(1.0)
     assert histograms["real"].below == 0 and histograms["distilled"].below == pytest.approx(1 / 3, abs=0.02)
     assert histograms["distilled"].above == pytest.approx(1 / 3, abs=0.02)
+    decoded = pixel_histograms({"real": torch.tensor([-3e-8, 0.0, 0.5, 1.0, 1 + 1e-7])})["real"]  # decode's float noise
+    assert decoded.below == 0 and decoded.above == 0
+    assert pixel_histograms({"x": torch.tensor([-0.01, 0.5])})["x"].below == 0.5
 
 
 def test_real_models_are_cached_and_score_sets_under_their_own_names(shapes_small, tmp_path):
