@@ -98,6 +98,13 @@ def build_parser() -> argparse.ArgumentParser:
                            "in every section (repeatable)")
     add_ray_argument(book)
     _add_common(book, data_required=False)
+
+    store = commands.add_parser("store", help="work with the artifact store")
+    store_commands = store.add_subparsers(dest="store_command", required=True, metavar="ACTION")
+    added = store_commands.add_parser("add", help="put artifact files made elsewhere (e.g. distilled sets kept in a repository) "
+                                                  "into the store under their own key, so that they are not made again")
+    added.add_argument("files", nargs="+", metavar="FILE", help="ddnb artifacts (.safetensors with their .json sidecar)")
+    added.add_argument("--store", default=None, help="artifact and cache folder (default $DDNB_STORE or ~/.cache/ddnb)")
     return parser
 
 
@@ -221,10 +228,19 @@ def cmd_book(args: argparse.Namespace) -> None:
         print(summary, file=sys.stderr)
 
 
+def cmd_store(args: argparse.Namespace) -> None:
+    from ddnb.store import Store
+
+    store = Store(args.store)
+    for path in args.files:
+        print(f"{path} -> {store.add(path)}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``ddnb`` console script; returns the exit status."""
     args = build_parser().parse_args(argv)
-    handlers = {"distill": cmd_distill, "evaluate": cmd_evaluate, "experts": cmd_experts, "import": cmd_import, "book": cmd_book}
+    handlers = {"distill": cmd_distill, "evaluate": cmd_evaluate, "experts": cmd_experts, "import": cmd_import, "book": cmd_book,
+                "store": cmd_store}
     try:
         handlers[args.command](args)
     except DdnbError as error:

@@ -197,6 +197,19 @@ class Store:
         path = self.save(kind, config, tensors, meta, cost)
         return Artifact(tensors, json.loads(canonical_json(config)), json.loads(canonical_json(meta)), path)
 
+    def add(self, path: str | Path) -> Path:
+        """Put an artifact file written elsewhere (another machine's store, a set kept in a repository) into this
+        store under its own kind and config, checksums verified, so that work which made it is not repeated.
+        Returns where it now lives; an artifact already there is left as it is."""
+        artifact = load_artifact(path)
+        sidecar = read_sidecar(path)
+        target = self.path(sidecar["kind"], artifact.config)
+        if not self.exists(sidecar["kind"], artifact.config):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            _atomic_write(target, artifact_path(path).read_bytes())
+            _atomic_write(_sidecar(target), _sidecar(artifact_path(path)).read_bytes())
+        return target
+
     def costs(self) -> list[dict[str, Any]]:
         """One row per artifact in the store that recorded its cost: ``kind``, ``path``, ``created`` (UTC),
         ``wall_s`` and ``cpu_s`` (seconds; an artifact made inside another's job counts in both)."""

@@ -5,6 +5,7 @@ import pickle
 import pytest
 import torch
 
+from ddnb.cli import main
 from ddnb.errors import DdnbError
 from ddnb.store import Store, config_key, load_artifact, save_artifact
 
@@ -53,6 +54,25 @@ def test_store_records_what_making_an_artifact_cost(tmp_path):
     (rows,) = store.costs()
     assert rows["kind"] == "pool" and rows["path"] == str(store.path("pool", {"a": 1}))
     assert 0.2 <= rows["cpu_s"] < 5 and 0.2 <= rows["wall_s"] < 60
+
+
+def test_an_artifact_kept_elsewhere_is_added_under_its_key_and_not_made_again(tmp_path, capsys):
+    made_here = Store(tmp_path / "first").get_or_make("distilled", {"method": "dm", "seed": 0}, lambda: ({"x": torch.ones(3)}, {"n": 1}))
+    kept = tmp_path / "repository" / "dm.safetensors"  # e.g. a set kept in a repository under another name
+    kept.parent.mkdir()
+    kept.write_bytes(made_here.path.read_bytes())
+    kept.with_suffix(".json").write_bytes(made_here.path.with_suffix(".json").read_bytes())
+    other = Store(tmp_path / "other")
+    assert main(["store", "add", str(kept), "--store", str(other.root)]) == 0
+    assert str(other.path("distilled", {"method": "dm", "seed": 0})) in capsys.readouterr().out
+    loaded = other.get_or_make("distilled", {"seed": 0, "method": "dm"}, lambda: pytest.fail("made again"))
+    assert torch.equal(loaded.tensors["x"], torch.ones(3)) and loaded.meta == {"n": 1}
+    assert [row["kind"] for row in other.costs()] == ["distilled"]  # what it cost to make travels with it
+    data = bytearray(kept.read_bytes())
+    data[-1] ^= 1
+    kept.write_bytes(bytes(data))
+    with pytest.raises(DdnbError, match="checksum"):
+        Store(tmp_path / "third").add(kept)
 
 
 def test_corrupted_tensor_file_is_refused(tmp_path):

@@ -12,20 +12,60 @@ from dataclasses import dataclass, field
 import torch
 
 from ddnb.data.sampling import balanced_head
+from ddnb.errors import DdnbError
+from ddnb.store import fingerprint
 
 
 @dataclass
 class InputTransform:
-    """Per-channel normalisation, then optional ZCA whitening: ``pixels -> model inputs``."""
+    """Per-channel normalisation, then optional ZCA whitening: ``pixels -> model inputs``.
+
+    A transform read back from a compact distilled set holds no ZCA matrices (two 3072 x 3072 float32
+    matrices, 75 MB for CIFAR-10, refit from the data in seconds) but ``zca_reference``, the fingerprint of
+    its whitening matrix: it still knows which space its images live in (``same_as``), but cannot ``encode``
+    or ``decode``; the set keeps its pixels instead (``Distilled.pixels``).
+    """
 
     mean: torch.Tensor  # [C]
     std: torch.Tensor  # [C]
     zca: torch.Tensor | None = None  # [D, D], D = C*H*W, applied to normalised, flattened images
     zca_inverse: torch.Tensor | None = None  # [D, D]
     zca_mean: torch.Tensor | None = None  # [D]
+    zca_reference: str | None = None  # fingerprint of ``zca`` when the matrices are not held
+    _zca_fingerprint: str | None = field(default=None, init=False, repr=False, compare=False)
+
+    @property
+    def whitened(self) -> bool:
+        """True when the transform includes ZCA whitening (held or referenced)."""
+        return self.zca is not None or self.zca_reference is not None
+
+    @property
+    def invertible(self) -> bool:
+        """True when ``encode`` and ``decode`` can run (no ZCA, or its matrices are held)."""
+        return self.zca is not None or self.zca_reference is None
+
+    def zca_fingerprint(self) -> str | None:
+        """The whitening matrix's fingerprint (``ddnb.store.fingerprint``; computed once), or None without ZCA."""
+        if self.zca_reference is not None:
+            return self.zca_reference
+        if self.zca is not None and self._zca_fingerprint is None:
+            self._zca_fingerprint = fingerprint(self.zca)
+        return self._zca_fingerprint
+
+    def compact(self) -> "InputTransform":
+        """The same transform without the ZCA matrices (``zca_reference`` names them); unchanged without ZCA."""
+        if self.zca is None:
+            return self
+        return InputTransform(self.mean, self.std, zca_mean=self.zca_mean, zca_reference=self.zca_fingerprint())
+
+    def _require_matrices(self) -> None:
+        if not self.invertible:
+            raise DdnbError("this transform names its ZCA whitening by fingerprint only (a compact distilled set): "
+                            "use the set's stored pixels (Distilled.pixels), or the data set's transform (load it with zca=True)")
 
     def encode(self, pixels: torch.Tensor) -> torch.Tensor:
         """Pixels [N, C, H, W] in [0, 1] -> model inputs [N, C, H, W]."""
+        self._require_matrices()
         x = (pixels - self._view(self.mean, pixels)) / self._view(self.std, pixels)
         if self.zca is None:
             return x
@@ -34,6 +74,7 @@ class InputTransform:
 
     def decode(self, inputs: torch.Tensor) -> torch.Tensor:
         """Model inputs [N, C, H, W] -> pixels (not clipped: distilled images may leave [0, 1])."""
+        self._require_matrices()
         x = inputs
         if self.zca is not None:
             x = (x.flatten(1) @ self.zca_inverse.to(x) + self.zca_mean.to(x)).view_as(x)
@@ -44,15 +85,19 @@ class InputTransform:
         return stat.to(like).view(1, -1, 1, 1)
 
     def same_as(self, other: "InputTransform") -> bool:
-        """True when both map pixels to the same inputs (equal tensors; compared on the CPU)."""
-        mine, theirs = self.tensors(), other.tensors()
-        return mine.keys() == theirs.keys() and all(torch.equal(mine[k].cpu(), theirs[k].cpu()) for k in mine)
+        """True when both map pixels to the same inputs: equal normalisation and ZCA mean (compared on the CPU),
+        and the same whitening matrix by fingerprint."""
+        mine, theirs = self.compact().tensors(), other.compact().tensors()
+        return (self.zca_fingerprint() == other.zca_fingerprint() and mine.keys() == theirs.keys()
+                and all(torch.equal(mine[k].cpu(), theirs[k].cpu()) for k in mine))
 
     def tensors(self) -> dict[str, torch.Tensor]:
-        """The transform as named tensors (for storing beside a distilled set)."""
+        """The transform as named tensors (for storing beside a distilled set; ``zca_reference`` is not a tensor)."""
         named = {"mean": self.mean, "std": self.std}
         if self.zca is not None:
-            named |= {"zca": self.zca, "zca_inverse": self.zca_inverse, "zca_mean": self.zca_mean}
+            named |= {"zca": self.zca, "zca_inverse": self.zca_inverse}
+        if self.zca_mean is not None:
+            named["zca_mean"] = self.zca_mean
         return named
 
 

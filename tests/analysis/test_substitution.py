@@ -2,11 +2,13 @@ import sys
 
 import pytest
 import torch
+from safetensors import safe_open
 
 from ddnb.analysis.substitution import (evaluate_sets, feature_map, in_analysis_space, mixing, pixel_histograms,
                                         real_trained_model, recognition_by_real_models)
 from ddnb.data import DataConfig, load_dataset
-from ddnb.distill import distill
+from ddnb.distill import Distilled, distill
+from ddnb.errors import DdnbError
 from ddnb.store import Store
 from ddnb.train import EvalConfig, get_protocol, run
 
@@ -53,6 +55,24 @@ def test_a_zca_set_is_re_encoded_into_the_analysis_space(store):
     already = distill("random", plain, ipc=2, seed=0)
     assert torch.equal(in_analysis_space(already, plain), already.images)  # bit for bit: no decode-encode round trip
     assert not subset.transform.same_as(plain.transform) and already.transform.same_as(plain.transform)
+
+
+def test_a_zca_set_is_saved_without_the_whitening_matrices_and_analysed_the_same(store, tmp_path):
+    zca = load_dataset(DataConfig("shapes", train_per_class=50, test_size=10, zca=True), store)
+    plain = load_dataset(DataConfig("shapes", train_per_class=50, test_size=10), store)
+    subset = distill("random", zca, ipc=2, seed=0)
+    path = subset.save(tmp_path / "zca-set")
+    names = safe_open(str(path), "pt").keys()
+    assert "transform.zca" not in names and "transform.zca_inverse" not in names and "pixels" in names
+    assert path.stat().st_size < 5 * subset.images.numel() * 4 + 10_000  # images, pixels, means: no D x D matrix
+    loaded = Distilled.load(path)
+    assert torch.equal(loaded.images, subset.images) and torch.equal(loaded.pixels(), subset.pixels())
+    assert loaded.transform.same_as(zca.transform) and not loaded.transform.same_as(plain.transform)
+    assert torch.equal(in_analysis_space(loaded, zca), subset.images)  # its own space: the images as they are
+    assert torch.equal(in_analysis_space(loaded, plain), in_analysis_space(subset, plain))
+    with pytest.raises(DdnbError, match="fingerprint"):
+        loaded.transform.decode(loaded.images)
+    assert torch.equal(Distilled.load(loaded.save(tmp_path / "again")).pixels(), subset.pixels())
 
 
 def test_pixel_histograms_share_bins_and_count_values_outside_the_unit_range():
