@@ -130,7 +130,7 @@ class Split:
 class Dataset:
     """A classification data set held in memory (on the training device when there is a GPU)."""
 
-    name: str
+    name: str  # shapes, cifar10, or an image folder's name (without .tar)
     classes: list[str]
     train: Split
     test: Split

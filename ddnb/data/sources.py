@@ -33,7 +33,7 @@ class DataConfig:
     name: str = field(default="shapes", metadata={"help": "shapes, cifar10 or imagefolder:PATH"})
     seed: int = field(default=0, metadata={"help": "generator seed for shapes; held-out split seed for a single-tree imagefolder"})
     train_per_class: int | None = field(default=None, metadata={"help": "keep this many training images per class (None: all)"})
-    test_size: int | None = field(default=None, metadata={"help": "keep the first N test images (None: all)"})
+    test_size: int | None = field(default=None, metadata={"help": "keep N test images, the first of each class, balanced (None: all)"})
     zca: bool = field(default=False, metadata={"help": "ZCA-whiten after normalising (fit on train)"})
     zca_regularization: float = field(default=0.1, metadata={"help": "added to covariance eigenvalues before whitening"})
 
@@ -99,12 +99,13 @@ def load_dataset(config: DataConfig | str = DataConfig(), store: Store | None = 
     if config.train_per_class is not None:
         train = train.subset(sample_per_class(train.labels, config.train_per_class, config.seed, len(classes)))
     if config.test_size is not None:
-        test = test.subset(torch.arange(min(config.test_size, len(test))))
+        test = test.head(config.test_size)  # balanced: an image folder's test split is sorted by class
     train_pixels, test_pixels = train.images.float() / 255, test.images.float() / 255
     transform = InputTransform(*_statistics(classes, train_pixels))
     if config.zca:
         transform.zca_mean, transform.zca, transform.zca_inverse = fit_zca(transform.encode(train_pixels), config.zca_regularization)
     train = Split(transform.encode(train_pixels), train.labels, train.attributes)
     test = Split(transform.encode(test_pixels), test.labels, test.attributes)
-    name = config.name.split(":")[0]
+    kind, _, location = config.name.partition(":")
+    name = Path(location).name.removesuffix(".tar") if kind == "imagefolder" else kind  # "cifar10-jpeg", not "imagefolder"
     return Dataset(name, classes, train, test, transform, dataclasses.asdict(config)).to(device)

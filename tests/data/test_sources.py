@@ -78,6 +78,7 @@ def test_imagefolder_dataset_is_cached_and_normalised(tmp_path):
     assert torch.equal(cached.train.images, dataset.train.images)
     pixels = dataset.transform.decode(dataset.test.images)
     assert pixels.min() >= 0 and pixels.max() <= 1
+    assert load_dataset(DataConfig(f"imagefolder:{tree}", test_size=6), store).test.labels.tolist() == [0, 0, 1, 1, 2, 2]  # not one class
 
 
 def test_unknown_data_set_and_missing_path(tmp_path):
