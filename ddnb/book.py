@@ -70,7 +70,8 @@ def load_sets(profile: str, data: str | None, ipc: int | None, methods: list[str
     settings, device, store, runner = get_profile(profile, data), resolve_device(device), Store(store), get_runner(ray)
     ipc = ipc or settings.ipc
     dataset = load_dataset(settings.data, store, device)
-    sets = distill_presets(methods, settings.data, profile, ipc, seed, store, device, progress=False, runner=runner)
+    sets = distill_presets(methods, settings.data, profile, ipc, seed, store, device, progress=False, runner=runner,
+                           loaded={settings.data: dataset})
     sets |= {Path(path).name.removesuffix(".safetensors"): Distilled.load(path, device) for path in extra_sets}
     return Run(settings, settings.data.name, device, ipc, dataset, sets, store, runner)
 
@@ -218,7 +219,8 @@ def make_inputs(profile: Profile, parameters: dict, runner: Runner | None = None
 
     store, device = Store(parameters["store"]), resolve_device(parameters["device"])
     dataset = load_dataset(profile.data, store, device)
-    jobs = [distill_job(method, profile.data, profile.name, profile.ipc, 0, store, device, progress=False)
+    loaded = {profile.data: dataset}  # one copy of each version of the data (plain, ZCA) for all the jobs
+    jobs = [distill_job(method, profile.data, profile.name, profile.ipc, 0, store, device, progress=False, loaded=loaded)
             for method in parameters["methods"]]
     jobs += subset_jobs(dataset, profile.analysis.pools) + early_jobs(dataset, profile.analysis.pools)
     run_jobs(jobs, store, runner, desc="sets and pools")
