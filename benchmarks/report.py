@@ -233,11 +233,26 @@ def sections_table() -> str:
     return "\n".join(rows)
 
 
+def book_costs_table() -> str:
+    """Minutes per piece of each book whose costs were recorded (book_costs.py), summed by kind and name."""
+    rows = ["| book | piece | made | minutes (wall) |", "|---|---|---|---|"]
+    for path in sorted((HERE / "results").glob("book-*-costs.json")):
+        book = path.name.removeprefix("book-").removesuffix("-costs.json")
+        totals: dict[tuple[str, str], list] = {}
+        for row in _load(path.name)["artifacts"]:
+            total = totals.setdefault((row["kind"], row["name"]), [0, 0.0])
+            total[0], total[1] = total[0] + 1, total[1] + row["wall_s"] / 60
+        for (kind, name), (count, minutes) in totals.items():
+            rows.append(f"| {book} | {kind} {name} | {count} | {minutes:.1f} |")
+    return "\n".join(rows)
+
+
 def main() -> None:
     readme = HERE / "README.md"
     text = readme.read_text()
     tables = (("foundation", foundation_table()), ("speed", speed_table()), ("influence", influence_table()), ("stacked", stacked_table()),
               ("cifar10", cifar10_table()), ("memory", memory_table()), ("mixing", mixing_table()), ("semantics", semantics_table()), ("sections", sections_table()),
+              ("book-costs", book_costs_table()),
               ("curvature", curvature_table()), ("hvp", hvp_table()),
               ("bptt-search-cpu", bptt_search_table("bptt-search-cpu.json")),
               ("bptt-search-smoke", bptt_search_table("bptt-search-smoke.json")))
