@@ -220,7 +220,8 @@ def make_inputs(profile: Profile, parameters: dict, runner: Runner | None = None
     store, device = Store(parameters["store"]), resolve_device(parameters["device"])
     dataset = load_dataset(profile.data, store, device)
     loaded = {profile.data: dataset}  # one copy of each version of the data (plain, ZCA) for all the jobs
-    jobs = [distill_job(method, profile.data, profile.name, profile.ipc, 0, store, device, progress=False, loaded=loaded)
+    # each set shows its own progress bar (step, loss, rate): at cifar10-cpu one takes up to an hour
+    jobs = [distill_job(method, profile.data, profile.name, profile.ipc, 0, store, device, progress=True, loaded=loaded)
             for method in parameters["methods"]]
     jobs += subset_jobs(dataset, profile.analysis.pools) + early_jobs(dataset, profile.analysis.pools)
     run_jobs(jobs, store, runner, desc="sets and pools")
