@@ -20,11 +20,12 @@ from ddnb.store import Store, load_artifact
 
 
 def book_sets(store: Store, profile: str) -> list[tuple[str, Path]]:
-    """(readable name, artifact path) of every complete, verified distilled set in ``store`` made for ``profile``."""
+    """(readable name, artifact path) of every complete, verified distilled set in ``store`` made for ``profile``
+    (not the random real baseline)."""
     found = []
     for sidecar in sorted((store.root / KIND).glob("*.json")):
         config = json.loads(sidecar.read_text()).get("config", {})
-        if config.get("profile") != profile:
+        if config.get("profile") != profile or config.get("method") == "random":  # random costs nothing to remake
             continue
         path = sidecar.with_suffix(".safetensors")
         load_artifact(path)  # a half-written or corrupt set is refused here, not in the next session
