@@ -28,11 +28,8 @@ def _name(sidecar: dict) -> str:
 
 def book_costs(store: Store) -> list[dict]:
     """One row per costed artifact: kind, name, created (UTC), wall_s, cpu_s; oldest first."""
-    rows = []
-    for row in store.costs():
-        sidecar = json.loads(Path(row["path"]).with_suffix(".json").read_text())
-        rows.append({"kind": row["kind"], "name": _name(sidecar), "created": row["created"],
-                     "wall_s": row["wall_s"], "cpu_s": row["cpu_s"]})
+    rows = [{"kind": sidecar["kind"], "name": _name(sidecar), "created": sidecar["created"], **sidecar["cost"]}
+            for _, sidecar in store.sidecars() if "cost" in sidecar]
     return sorted(rows, key=lambda row: row["created"])
 
 

@@ -11,7 +11,6 @@ there instead of distilling again:
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 from pathlib import Path
 
@@ -23,11 +22,10 @@ def book_sets(store: Store, profile: str) -> list[tuple[str, Path]]:
     """(readable name, artifact path) of every complete, verified distilled set in ``store`` made for ``profile``
     (not the random real baseline)."""
     found = []
-    for sidecar in sorted((store.root / KIND).glob("*.json")):
-        config = json.loads(sidecar.read_text()).get("config", {})
+    for path, sidecar in store.sidecars(KIND):
+        config = sidecar["config"]
         if config.get("profile") != profile or config.get("method") == "random":  # random costs nothing to remake
             continue
-        path = sidecar.with_suffix(".safetensors")
         load_artifact(path)  # a half-written or corrupt set is refused here, not in the next session
         found.append((f"{config['method']}-ipc{config['ipc']}-seed{config['seed']}", path))
     return found

@@ -235,15 +235,15 @@ def sections_table() -> str:
 
 def book_costs_table() -> str:
     """Minutes per piece of each book whose costs were recorded (book_costs.py), summed by kind and name."""
-    rows = ["| book | piece | made | minutes (wall) |", "|---|---|---|---|"]
+    rows = ["| book | piece | made | minutes (wall) | CPU minutes (all threads) |", "|---|---|---|---|---|"]
     for path in sorted((HERE / "results").glob("book-*-costs.json")):
         book = path.name.removeprefix("book-").removesuffix("-costs.json")
         totals: dict[tuple[str, str], list] = {}
         for row in _load(path.name)["artifacts"]:
-            total = totals.setdefault((row["kind"], row["name"]), [0, 0.0])
-            total[0], total[1] = total[0] + 1, total[1] + row["wall_s"] / 60
-        for (kind, name), (count, minutes) in totals.items():
-            rows.append(f"| {book} | {kind} {name} | {count} | {minutes:.1f} |")
+            total = totals.setdefault((row["kind"], row["name"]), [0, 0.0, 0.0])
+            total[0], total[1], total[2] = total[0] + 1, total[1] + row["wall_s"] / 60, total[2] + row["cpu_s"] / 60
+        for (kind, name), (count, wall, cpu) in totals.items():
+            rows.append(f"| {book} | {kind} {name} | {count} | {wall:.1f} | {cpu:.1f} |")
     return "\n".join(rows)
 
 

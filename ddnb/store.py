@@ -210,19 +210,23 @@ class Store:
             _atomic_write(_sidecar(target), _sidecar(artifact_path(path)).read_bytes())
         return target
 
-    def costs(self) -> list[dict[str, Any]]:
-        """One row per artifact in the store that recorded its cost: ``kind``, ``path``, ``created`` (UTC),
-        ``wall_s`` and ``cpu_s`` (seconds; an artifact made inside another's job counts in both)."""
-        rows = []
-        for sidecar_path in sorted(self.root.glob("*/*.json")):
+    def sidecars(self, kind: str = "*") -> list[tuple[Path, dict[str, Any]]]:
+        """``(tensor file path, sidecar)`` of every artifact of ``kind`` (default all) whose sidecar is readable."""
+        found = []
+        for sidecar_path in sorted(self.root.glob(f"{kind}/*.json")):
             try:
                 sidecar = json.loads(sidecar_path.read_text())
             except (OSError, json.JSONDecodeError):
                 continue
-            if sidecar.get("format") == FORMAT and "cost" in sidecar:
-                rows.append({"kind": sidecar["kind"], "path": str(sidecar_path.with_suffix(SUFFIX)),
-                             "created": sidecar["created"], **sidecar["cost"]})
-        return rows
+            if sidecar.get("format") == FORMAT:
+                found.append((sidecar_path.with_suffix(SUFFIX), sidecar))
+        return found
+
+    def costs(self) -> list[dict[str, Any]]:
+        """One row per artifact in the store that recorded its cost: ``kind``, ``path``, ``created`` (UTC),
+        ``wall_s`` and ``cpu_s`` (seconds; an artifact made inside another's job counts in both)."""
+        return [{"kind": sidecar["kind"], "path": str(path), "created": sidecar["created"], **sidecar["cost"]}
+                for path, sidecar in self.sidecars() if "cost" in sidecar]
 
     def remove(self, kind: str, config: dict[str, Any]) -> None:
         """Delete the artifact for ``(kind, config)`` if present (e.g. a checkpoint after completion)."""
