@@ -129,7 +129,9 @@ def _execute(source: str, parameters: dict, key: str, cwd: str) -> tuple[dict[st
     with tempfile.TemporaryDirectory() as folder:
         target = Path(folder) / Path(source).name
         try:
-            papermill.execute_notebook(source, str(target), parameters=parameters, cwd=cwd, progress_bar=False)
+            # a bar of cells per notebook: at cifar10-cpu one cell (the mixing curves, leave-one-out) can take an hour
+            papermill.execute_notebook(source, str(target), parameters=parameters, cwd=cwd,
+                                       progress_bar={"desc": f"{Path(source).stem} (cells)", "leave": False})
         except papermill.PapermillExecutionError as error:
             failed = Path(cwd) / "book" / target.name
             shutil.copy(target, failed)

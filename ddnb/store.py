@@ -40,6 +40,7 @@ class Artifact:
     config: dict[str, Any]
     meta: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
+    kind: str | None = None
 
 
 def canonical_json(value: Any) -> str:
@@ -144,7 +145,7 @@ def load_artifact(path: str | Path, device: torch.device | str = "cpu") -> Artif
         raise DdnbError(f"{path} is not a readable safetensors file ({error})") from None
     if header.get("config_sha256") != config_hash:
         raise DdnbError(f"the config in {_sidecar(path)} was modified after the tensors were written; not used")
-    return Artifact(tensors, sidecar["config"], sidecar["meta"], path)
+    return Artifact(tensors, sidecar["config"], sidecar["meta"], path, sidecar["kind"])
 
 
 def _safetensors_metadata(data: bytes) -> dict[str, str]:
@@ -187,24 +188,27 @@ class Store:
         self, kind: str, config: dict[str, Any], make: Callable[[], tuple[dict[str, torch.Tensor], dict]]
     ) -> Artifact:
         """Load the artifact if it exists, else call ``make() -> (tensors, meta)``, save and return it. The
-        sidecar records what the call cost (``cost``: wall and process CPU seconds; a resumed job counts only
-        its last attempt), which ``costs`` sums up, e.g. to see where a book's build time went."""
+        sidecar records what the call cost (``cost``: wall and process CPU seconds), which ``costs`` sums up,
+        e.g. to see where a book's build time went. A ``make`` that resumed the checkpointed work of earlier,
+        interrupted attempts names that work in ``meta["earlier_cost"]`` (same keys); it is added, so a resumed
+        job's cost is all the work kept in it (work after its last checkpoint was redone, and counts once)."""
         if self.exists(kind, config):
             return self.load(kind, config)
         wall, cpu = time.perf_counter(), time.process_time()
         tensors, meta = make()
-        cost = {"wall_s": time.perf_counter() - wall, "cpu_s": time.process_time() - cpu}
+        earlier = meta.get("earlier_cost", {})
+        cost = {"wall_s": time.perf_counter() - wall + earlier.get("wall_s", 0.0),
+                "cpu_s": time.process_time() - cpu + earlier.get("cpu_s", 0.0)}
         path = self.save(kind, config, tensors, meta, cost)
-        return Artifact(tensors, json.loads(canonical_json(config)), json.loads(canonical_json(meta)), path)
+        return Artifact(tensors, json.loads(canonical_json(config)), json.loads(canonical_json(meta)), path, kind)
 
     def add(self, path: str | Path) -> Path:
         """Put an artifact file written elsewhere (another machine's store, a set kept in a repository) into this
         store under its own kind and config, checksums verified, so that work which made it is not repeated.
         Returns where it now lives; an artifact already there is left as it is."""
         artifact = load_artifact(path)
-        sidecar = read_sidecar(path)
-        target = self.path(sidecar["kind"], artifact.config)
-        if not self.exists(sidecar["kind"], artifact.config):
+        target = self.path(artifact.kind, artifact.config)
+        if not self.exists(artifact.kind, artifact.config):
             target.parent.mkdir(parents=True, exist_ok=True)
             _atomic_write(target, artifact_path(path).read_bytes())
             _atomic_write(_sidecar(target), _sidecar(artifact_path(path)).read_bytes())

@@ -55,6 +55,9 @@ def test_store_records_what_making_an_artifact_cost(tmp_path):
     assert rows["kind"] == "pool" and rows["path"] == str(store.path("pool", {"a": 1}))
     assert 0.2 <= rows["cpu_s"] < 5 and 0.2 <= rows["wall_s"] < 60
 
+    resumed = store.get_or_make("pool", {"a": 2}, lambda: ({"x": torch.ones(1)}, {"earlier_cost": {"wall_s": 600.0, "cpu_s": 1200.0}}))
+    assert json.loads(resumed.path.with_suffix(".json").read_text())["cost"]["cpu_s"] >= 1200  # earlier attempts' work counts
+
 
 def test_an_artifact_kept_elsewhere_is_added_under_its_key_and_not_made_again(tmp_path, capsys):
     made_here = Store(tmp_path / "first").get_or_make("distilled", {"method": "dm", "seed": 0}, lambda: ({"x": torch.ones(3)}, {"n": 1}))

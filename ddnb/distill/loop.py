@@ -10,6 +10,7 @@ exactly the tensors of an uninterrupted run.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
@@ -37,6 +38,8 @@ class Synthetic:
     lr: torch.Tensor | None = None
     lr_optimizer: torch.optim.Optimizer | None = None
     state: dict[str, torch.Tensor] = field(default_factory=dict)  # method state carried between steps
+    # seconds of work ({"wall_s", "cpu_s"}) that earlier, interrupted attempts put into the checkpoint resumed from
+    earlier_cost: dict[str, float] = field(default_factory=dict)
 
     def zero_grad(self) -> None:
         """Clear the gradients of images and lr."""
@@ -178,11 +181,14 @@ def run_loop(
     Returns the loss of every step. ``on_step(step, loss)`` is called after each step (used by tests
     to interrupt a run). The checkpoint is removed once the run completes.
     """
+    started = time.perf_counter(), time.process_time()
     real = RealSampler(dataset)
     method.prepare(synthetic, real, generator)
     losses: list[float] = []
     if store is not None and store.exists(CHECKPOINT_KIND, run_config):
-        losses = _restore(synthetic, generator, store.load(CHECKPOINT_KIND, run_config).tensors)
+        checkpoint = store.load(CHECKPOINT_KIND, run_config)
+        losses = _restore(synthetic, generator, checkpoint.tensors)
+        synthetic.earlier_cost = checkpoint.meta.get("work_s", {})
     bar = tqdm(range(len(losses), config.steps), desc=run_config.get("method", "distill"), disable=not config.progress,
                initial=len(losses), total=config.steps)
     for step in bar:
@@ -192,19 +198,28 @@ def run_loop(
         bar.set_postfix(loss=f"{loss:.4g}")
         done = step + 1
         if store is not None and config.checkpoint_every and done % config.checkpoint_every == 0 and done < config.steps:
-            store.save(CHECKPOINT_KIND, run_config, _checkpoint_tensors(synthetic, generator, losses), {"step": done})
+            store.save(CHECKPOINT_KIND, run_config, _checkpoint_tensors(synthetic, generator, losses),
+                       {"step": done, "work_s": _work_so_far(synthetic.earlier_cost, started)})
         if on_step is not None:
             on_step(done, loss)
     return losses
 
 
+def _work_so_far(earlier: dict[str, float], started: tuple[float, float]) -> dict[str, float]:
+    """Wall and CPU seconds of this attempt since ``started`` (perf_counter, process_time), plus ``earlier``."""
+    return {"wall_s": earlier.get("wall_s", 0.0) + time.perf_counter() - started[0],
+            "cpu_s": earlier.get("cpu_s", 0.0) + time.process_time() - started[1]}
+
+
 def finish(synthetic: Synthetic, dataset: Dataset, losses: list[float], run_config: dict[str, Any], store: Store | None) -> Distilled:
-    """Package a finished run as ``Distilled`` and drop its checkpoint."""
+    """Package a finished run as ``Distilled`` and drop its checkpoint. A resumed run's meta names the work
+    of its earlier attempts (``earlier_cost``), which ``Store.get_or_make`` adds to the cost it records."""
     if store is not None:
         store.remove(CHECKPOINT_KIND, run_config)
     lr = None if synthetic.lr is None else float(synthetic.lr.detach())
+    meta = {"classes": dataset.classes} | ({"earlier_cost": synthetic.earlier_cost} if synthetic.earlier_cost else {})
     return Distilled(synthetic.images.detach().clone(), synthetic.labels.clone(), run_config, dataset.transform, lr,
-                     torch.tensor(losses), {"classes": dataset.classes})
+                     torch.tensor(losses), meta)
 
 
 def make_synthetic(

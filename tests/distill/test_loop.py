@@ -42,6 +42,8 @@ def test_resumed_run_equals_uninterrupted_run(shapes_small, tmp_path, method, op
     resumed = distill(method, shapes_small, ipc=2, seed=5, loop=loop, store=store, **options)
     assert torch.equal(resumed.images, whole.images) and torch.equal(resumed.losses, whole.losses)
     assert len(resumed.losses) == 7
+    # the work kept from the killed attempt (steps 1-4, up to its checkpoint) is named, so the store can count it
+    assert "earlier_cost" not in whole.meta and resumed.meta["earlier_cost"]["cpu_s"] > 0
     assert not list((store.root / CHECKPOINT_KIND).glob("*.safetensors"))  # removed once complete
     other_seed = distill(method, shapes_small, ipc=2, seed=6, loop=loop, **options)
     assert not torch.equal(other_seed.images, whole.images)
