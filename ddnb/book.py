@@ -31,7 +31,7 @@ from ddnb import __version__
 from ddnb.errors import DdnbError
 from ddnb.jobs import Job, Runner, run_jobs
 from ddnb.profiles import Profile, get_profile
-from ddnb.store import artifact_path
+from ddnb.store import artifact_path, read_sidecar
 
 PACKAGE = Path(__file__).resolve().parent
 
@@ -110,10 +110,11 @@ def _source_hash() -> str:
 
 def execution_key(notebook: Path, parameters: dict) -> str:
     """Hash of the notebook source, its parameters, the ddnb source that runs it and the contents of the
-    reader's own sets (a set rewritten under the same path runs the notebooks again)."""
+    reader's own sets (a set rewritten under the same path runs the notebooks again; its sidecar's checksum
+    stands for its tensors, which every load verifies against it)."""
     digest = hashlib.sha256(notebook.read_bytes() + json.dumps(parameters, sort_keys=True).encode() + _source_hash().encode())
     for path in parameters.get("extra_sets", ()):
-        digest.update(Path(path).read_bytes())
+        digest.update(read_sidecar(path)["sha256"].encode())
     return digest.hexdigest()
 
 
