@@ -4,8 +4,9 @@
 
 Every artifact ``Store.get_or_make`` made carries its cost in its sidecar; this names each one (a set by its method,
 a notebook by its file) so that the budgets of the issues can be checked: each distillation within 60 minutes, MTT's
-experts within another 60. A job resumed after a kill counts only its last attempt; a piece made inside another
-(the experts inside MTT's set, the trainings inside a notebook) counts in both.
+experts within another 60. A distillation resumed after a kill counts the checkpointed work of its earlier attempts
+too (stores written before 2026-12-03 counted only the last attempt); a piece made inside another (the experts inside
+MTT's set, the trainings inside a notebook) counts in both.
 """
 
 from __future__ import annotations
