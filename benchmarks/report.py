@@ -9,6 +9,8 @@ import json
 import re
 from pathlib import Path
 
+from ddnb.store import total_costs
+
 HERE = Path(__file__).parent
 
 
@@ -238,12 +240,9 @@ def book_costs_table() -> str:
     rows = ["| book | piece | made | minutes (wall) | CPU minutes (all threads) |", "|---|---|---|---|---|"]
     for path in sorted((HERE / "results").glob("book-*-costs.json")):
         book = path.name.removeprefix("book-").removesuffix("-costs.json")
-        totals: dict[tuple[str, str], list] = {}
-        for row in _load(path.name)["artifacts"]:
-            total = totals.setdefault((row["kind"], row["name"]), [0, 0.0, 0.0])
-            total[0], total[1], total[2] = total[0] + 1, total[1] + row["wall_s"] / 60, total[2] + row["cpu_s"] / 60
-        for (kind, name), (count, wall, cpu) in totals.items():
-            rows.append(f"| {book} | {kind} {name} | {count} | {wall:.1f} | {cpu:.1f} |")
+        totals = total_costs(_load(path.name)["artifacts"], lambda row: (row["kind"], row["name"]))
+        for (kind, name), total in totals.items():
+            rows.append(f"| {book} | {kind} {name} | {total['count']} | {total['wall_s'] / 60:.1f} | {total['cpu_s'] / 60:.1f} |")
     return "\n".join(rows)
 
 

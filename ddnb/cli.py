@@ -200,16 +200,14 @@ def cmd_import(args: argparse.Namespace) -> None:
 def cost_summary(rows: list[dict], since: str) -> str:
     """Where a build's time went: the wall seconds of the artifacts made since ``since`` (UTC, as the store's
     ``created``), by kind, costliest first; ``rows`` from ``Store.costs``. Empty when nothing was made."""
-    totals: dict[str, list] = {}
-    for row in rows:
-        if row["created"] >= since:
-            total = totals.setdefault(row["kind"], [0, 0.0])
-            total[0], total[1] = total[0] + 1, total[1] + row["wall_s"]
+    from ddnb.store import total_costs
+
+    totals = total_costs([row for row in rows if row["created"] >= since], lambda row: row["kind"])
     if not totals:
         return ""
     lines = ["made by this command (wall time; a piece made inside another counts in both):"]
-    lines += [f"  {kind:<14} {count:>5} made in {wall / 60:7.1f} min" for kind, (count, wall) in
-              sorted(totals.items(), key=lambda item: -item[1][1])]
+    lines += [f"  {kind:<14} {total['count']:>5} made in {total['wall_s'] / 60:7.1f} min" for kind, total in
+              sorted(totals.items(), key=lambda item: -item[1]["wall_s"])]
     return "\n".join(lines)
 
 

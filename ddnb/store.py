@@ -160,6 +160,18 @@ def default_root() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "ddnb"
 
 
+def total_costs(rows: list[dict[str, Any]], group: Callable[[dict[str, Any]], Any]) -> dict[Any, dict[str, float]]:
+    """Cost rows (``Store.costs``, or rows with ``wall_s`` and ``cpu_s``) summed by ``group(row)``:
+    ``{group: {"count", "wall_s", "cpu_s"}}``, in order of first appearance."""
+    totals: dict[Any, dict[str, float]] = {}
+    for row in rows:
+        total = totals.setdefault(group(row), {"count": 0, "wall_s": 0.0, "cpu_s": 0.0})
+        total["count"] += 1
+        total["wall_s"] += row["wall_s"]
+        total["cpu_s"] += row["cpu_s"]
+    return totals
+
+
 class Store:
     """A folder of artifacts keyed by ``(kind, config)``: ``ROOT/KIND/KEY.safetensors`` + ``.json``."""
 

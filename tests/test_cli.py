@@ -84,10 +84,10 @@ def test_book_data_comes_from_the_flag_then_ddnb_data_then_the_profile(monkeypat
 def test_book_says_where_its_time_went():
     from ddnb.cli import cost_summary
 
-    rows = [{"kind": "pool", "created": "2026-01-01T10:00:00Z", "wall_s": 60.0},
-            {"kind": "notebook", "created": "2026-01-01T10:05:00Z", "wall_s": 30.0},
-            {"kind": "pool", "created": "2026-01-01T10:06:00Z", "wall_s": 120.0},
-            {"kind": "distilled", "created": "2025-12-31T09:00:00Z", "wall_s": 999.0}]  # made by an earlier build
+    rows = [{"kind": "pool", "created": "2026-01-01T10:00:00Z", "wall_s": 60.0, "cpu_s": 60.0},
+            {"kind": "notebook", "created": "2026-01-01T10:05:00Z", "wall_s": 30.0, "cpu_s": 30.0},
+            {"kind": "pool", "created": "2026-01-01T10:06:00Z", "wall_s": 120.0, "cpu_s": 120.0},
+            {"kind": "distilled", "created": "2025-12-31T09:00:00Z", "wall_s": 999.0, "cpu_s": 999.0}]  # made by an earlier build
     lines = cost_summary(rows, "2026-01-01T09:59:59Z").splitlines()
     assert lines[1].split() == ["pool", "2", "made", "in", "3.0", "min"] and lines[2].split() == ["notebook", "1", "made", "in", "0.5", "min"]
     assert len(lines) == 3 and cost_summary(rows, "2027-01-01T00:00:00Z") == ""
