@@ -121,11 +121,21 @@ def execution_key(notebook: Path, parameters: dict) -> str:
 NOTEBOOK_KIND = "notebook"
 
 
+def _keep_failed(partial: Path, cwd: str) -> Path | str:
+    """Copy a partly executed notebook (papermill saves it after each cell) to ``book/``; returns where."""
+    if not partial.exists():
+        return "no saved cells"
+    failed = Path(cwd) / "book" / partial.name
+    shutil.copy(partial, failed)
+    return failed
+
+
 def _execute(source: str, parameters: dict, key: str, cwd: str) -> tuple[dict[str, torch.Tensor], dict]:
     """Execute one notebook with papermill; returns the executed notebook (its JSON as uint8 bytes) for the store.
     On failure the partly executed notebook is left in ``book/`` beside the others, to read its traceback."""
     import nbformat
     import papermill
+    from nbclient.exceptions import DeadKernelError
 
     with tempfile.TemporaryDirectory() as folder:
         target = Path(folder) / Path(source).name
@@ -134,9 +144,11 @@ def _execute(source: str, parameters: dict, key: str, cwd: str) -> tuple[dict[st
             papermill.execute_notebook(source, str(target), parameters=parameters, cwd=cwd,
                                        progress_bar={"desc": f"{Path(source).stem} (cells)", "leave": False})
         except papermill.PapermillExecutionError as error:
-            failed = Path(cwd) / "book" / target.name
-            shutil.copy(target, failed)
-            raise DdnbError(f"notebook {target.name} failed: {error.ename}: {error.evalue} (see {failed})") from None
+            raise DdnbError(f"notebook {target.name} failed: {error.ename}: {error.evalue} "
+                            f"(see {_keep_failed(target, cwd)})") from None
+        except DeadKernelError:
+            raise DdnbError(f"the kernel running {target.name} died, most likely out of memory; the cells it "
+                            f"finished are in {_keep_failed(target, cwd)}") from None
         executed = nbformat.read(target, as_version=4)
         executed.metadata["ddnb"] = {"execution_key": key, "parameters": parameters}
         data = nbformat.writes(executed).encode()

@@ -56,15 +56,29 @@ def stack(nets: Sequence[nn.Module]) -> Stack:
     return Stack(copy.deepcopy(nets[0]).to("meta"), {k: v.detach().clone() for k, v in params.items()})
 
 
-def logits(stacked: Stack, images: torch.Tensor, shared: bool = True, chunk: int = 500) -> torch.Tensor:
-    """Logits [M, N, classes] of every network on images [N, C, H, W] (``shared``) or [M, N, C, H, W]."""
+def logits(stacked: Stack, images: torch.Tensor, shared: bool = True, pairs: int = 1024) -> torch.Tensor:
+    """Logits [M, N, classes] of every network on images [N, C, H, W] (``shared``) or [M, N, C, H, W].
+
+    Memory: at most ``pairs`` (network, image) forwards run at once, about 2.3 MB each for the ConvNet on
+    32x32 images without gradients (measured; all 49 early-training snapshots of ``cifar10-cpu`` on a
+    100-image set at once are 11 GB).
+    """
     def one(params, x):
         return functional_call(stacked.template, params, (x,))
 
-    in_dims = (0, None) if shared else (0, 0)
-    split_dim = 0 if shared else 1
+    count = images.shape[0 if shared else 1]
+    images_per_call = max(1, min(count, pairs))
+    nets_per_call = max(1, pairs // images_per_call)
+    outputs = []
     with torch.no_grad():
-        return torch.cat([vmap(one, in_dims=in_dims)(stacked.params, part) for part in images.split(chunk, split_dim)], dim=1)
+        for start in range(0, stacked.size, nets_per_call):
+            params = {name: value[start:start + nets_per_call] for name, value in stacked.params.items()}
+            if shared:
+                parts, in_dims = images.split(images_per_call), (0, None)
+            else:
+                parts, in_dims = images[start:start + nets_per_call].split(images_per_call, 1), (0, 0)
+            outputs.append(torch.cat([vmap(one, in_dims=in_dims)(params, part) for part in parts], dim=1))
+    return torch.cat(outputs)
 
 
 def _weighted_loss(template: nn.Module):

@@ -130,11 +130,12 @@ def test_static_book_in_a_browser_loads_cleanly_offline_and_the_explorer_respond
     assert not outside, outside
 
 
-def _notebook(path: Path, code: str) -> None:
+def _notebook(path: Path, *code: str) -> None:
     import nbformat
 
     notebook = nbformat.v4.new_notebook()
-    notebook.cells = [nbformat.v4.new_code_cell("runs = None", metadata={"tags": ["parameters"]}), nbformat.v4.new_code_cell(code)]
+    notebook.cells = [nbformat.v4.new_code_cell("runs = None", metadata={"tags": ["parameters"]}),
+                      *(nbformat.v4.new_code_cell(cell) for cell in code)]
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(notebook, path)
 
@@ -153,6 +154,12 @@ def test_notebooks_run_once_through_the_store_and_a_failure_leaves_the_notebook_
     with pytest.raises(DdnbError, match="fails.ipynb failed: ValueError: no such image"):
         execute_notebooks(tmp_path, parameters)
     assert "no such image" in (tmp_path / "book" / "fails.ipynb").read_text()
+    (tmp_path / "notebooks" / "fails.ipynb").unlink()
+    # a kernel killed mid-way (as the kernel's out-of-memory killer does) keeps the cells it finished
+    _notebook(tmp_path / "notebooks" / "dies.ipynb", "print('first cell done')", "import os; os._exit(9)")
+    with pytest.raises(DdnbError, match="kernel running dies.ipynb died"):
+        execute_notebooks(tmp_path, parameters)
+    assert "first cell done" in (tmp_path / "book" / "dies.ipynb").read_text()
 
 
 def test_own_sets_join_the_parameters_and_a_rewritten_set_runs_the_notebooks_again(tmp_path):

@@ -60,9 +60,16 @@ def test_subsets_and_zero_weights_equal_training_on_fewer_images(shapes_small, b
 def test_logits_match_each_network_and_batchnorm_is_refused(shapes_small):
     nets = [build_net("convnet-tiny", seed) for seed in (3, 4)]
     images = shapes_small.test.images[:50]
-    out = logits(stack(nets), images, chunk=20)
+    stacked = stack(nets)
+    out = logits(stacked, images)
     assert out.shape == (2, 50, 10)
     with torch.no_grad():
         assert all(torch.allclose(out[m], net(images), atol=1e-5) for m, net in enumerate(nets))
+    # bounded memory: images split (20 pairs: one network, 20 images) or networks split (60: one net, 50 images)
+    for pairs in (20, 60):
+        assert torch.allclose(logits(stacked, images, pairs=pairs), out, atol=1e-6)
+    per_network = torch.stack([images, images.flip(0)])  # [M, N, ...]: each network its own images
+    unshared = logits(stacked, per_network, shared=False, pairs=20)
+    assert torch.allclose(unshared[1], out[1].flip(0), atol=1e-5) and torch.allclose(unshared[0], out[0], atol=1e-6)
     with pytest.raises(DdnbError, match="BatchNorm"):
         stack([build_net("convnet-bn", 0)])
