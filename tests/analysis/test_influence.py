@@ -24,6 +24,7 @@ from ddnb.analysis.influence import (
     loo_influence,
     loo_influence_sequential,
     save_influence,
+    stacked_losses,
     tracin,
 )
 from ddnb.data.dataset import InputTransform
@@ -31,7 +32,7 @@ from ddnb.data.shapes import COLOUR_NAMES, SHAPE_CLASSES, generate_shapes
 from ddnb.distill.result import Distilled
 from ddnb.errors import DdnbError
 from ddnb.nets import build_net
-from ddnb.train import Protocol, get_protocol, train
+from ddnb.train import Protocol, evaluate, get_protocol, train
 
 CIRCLE, YELLOW = SHAPE_CLASSES.index("circle"), COLOUR_NAMES.index("yellow")
 
@@ -154,6 +155,18 @@ def test_batched_leave_one_out_equals_sequential_retraining(tiny_problem):
     assert subset.rows.tolist() == [5, 2] and subset.config["rows"] == [5, 2]
     again = loo_influence(net, x, y, tx, ty, protocol, indices=[5, 2], chunk_size=2, backend="vmap")
     assert torch.equal(again.matrix, subset.matrix)  # deterministic: no random draw anywhere
+
+
+def test_stacked_losses_are_each_networks_test_losses_in_bounded_batches(tiny_problem):
+    net, _, _, tx, ty, _ = tiny_problem
+    params = {name: torch.stack([value, value * 0.5]) for name, value in net.named_parameters()}  # two networks
+    halved = copy.deepcopy(net)
+    with torch.no_grad():
+        for value in halved.parameters():
+            value.mul_(0.5)
+    expected = torch.stack([evaluate(net, tx, ty).losses, evaluate(halved, tx, ty).losses])
+    for pairs in (3, 10, 1024):  # images split; one network per call; everything at once
+        torch.testing.assert_close(stacked_losses(net, params, tx, ty, pairs=pairs), expected, rtol=1e-5, atol=1e-6)
 
 
 def test_batched_leave_one_out_is_exact_in_float64(tiny_problem):
