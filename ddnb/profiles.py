@@ -87,7 +87,10 @@ PROFILES = {
                                # leave-one-out of every image is 101 ConvNet trainings of 300 steps per set, 1.6 h on 2 cores
                                # (57 s each, 2026-12-02; up to 3x that on the slower machines of earlier sessions); one image
                                # per class is 11 of them (10.5 min measured)
-                               influence_test_images=2000, influence_images_per_class=1),
+                               influence_test_images=2000, influence_images_per_class=1,
+                               # a CG iteration is one curvature product per left-out image, ~3 s each for the ConvNet on
+                               # 100 images on 2 cores (2026-12-03): the default 5 dampings x 100 iterations were ~4 h
+                               influence_cg_iterations=20, influence_dampings=(1e-1, 1.0)),
     ),
     "paper": Profile(
         "paper", "CIFAR-10 with the paper's settings, for one GPU",
