@@ -1,11 +1,12 @@
+import dataclasses
 import sys
 
 import pytest
 import torch
 from safetensors import safe_open
 
-from ddnb.analysis.substitution import (evaluate_sets, feature_map, in_analysis_space, mixing, pixel_histograms,
-                                        real_trained_model, recognition_by_real_models)
+from ddnb.analysis.substitution import (evaluate_sets, feature_map, in_analysis_space, mixing, own_space_evaluations,
+                                        pixel_histograms, real_trained_model, recognition_by_real_models)
 from ddnb.data import DataConfig, load_dataset
 from ddnb.distill import Distilled, distill
 from ddnb.errors import DdnbError
@@ -73,6 +74,21 @@ def test_a_zca_set_is_saved_without_the_whitening_matrices_and_analysed_the_same
     with pytest.raises(DdnbError, match="fingerprint"):
         loaded.transform.decode(loaded.images)
     assert torch.equal(Distilled.load(loaded.save(tmp_path / "again")).pixels(), subset.pixels())
+
+
+def test_a_zca_set_is_also_scored_in_its_own_space_and_plain_sets_are_not(store):
+    config = EvalConfig("paper300", "convnet-tiny", seeds=(0, 1), steps=30)
+    data = DataConfig("shapes", train_per_class=50, test_size=100)
+    zca, plain = load_dataset(dataclasses.replace(data, zca=True), store), load_dataset(data, store)
+    sets = {"whitened": distill("random", zca, ipc=5, seed=0), "plain": distill("random", plain, ipc=5, seed=0)}
+    own = own_space_evaluations(sets, data, config, store)
+    assert list(own) == ["whitened"]
+    # trained on the images as made, tested on the whitened test split: what run() gives on the zca data
+    direct = run(sets["whitened"].images, sets["whitened"].labels, (zca.test.images, zca.test.labels), config)
+    assert own["whitened"].accuracies.tolist() == pytest.approx(direct.accs, abs=1e-6)
+    analysed = evaluate_sets(sets, plain, config, store)["whitened"]  # the same pixels, re-encoded without ZCA
+    assert not torch.equal(analysed.predictions, own["whitened"].predictions)  # two results, kept under two keys
+    assert torch.equal(own_space_evaluations(sets, data, config, store)["whitened"].predictions, own["whitened"].predictions)
 
 
 def test_pixel_histograms_share_bins_and_count_values_outside_the_unit_range():
