@@ -16,9 +16,11 @@ from ddnb.analysis.curvature import (
     trace_curve,
     training_trace_curve,
 )
+import ddnb.analysis.curvature as curvature_module
 from ddnb.errors import DdnbError
 from ddnb.nets import build_net
 from ddnb.params import flatten, parameter_count, unflatten
+from ddnb.store import Store
 from ddnb.train import Protocol, train
 
 
@@ -247,3 +249,23 @@ def test_training_trace_curve_matches_traces_of_train_snapshots(sampled):
     assert training_trace_curve(_small_net(), *_data(20), {"a": _data(4)}, [0, 9], probes=2)["a"].iterations.tolist() == [0, 9]
     with pytest.raises(DdnbError, match="outside the 5 updates"):
         training_trace_curve(_small_net(), *_data(20), {"a": _data(4)}, [0, 9], protocol, probes=2)
+
+
+def test_a_training_trace_curve_is_kept_in_the_store_and_found_again(tmp_path, monkeypatch):
+    train_images, train_labels = _data(48, seed=1, dtype=torch.float32)
+    sets = {"real": (train_images[:32], train_labels[:32]), "small": _data(10, seed=2, dtype=torch.float32)}
+    protocol, store = Protocol("t", batch_size=16, steps=5), Store(tmp_path)
+    arguments = dict(protocol=protocol, seed=4, probes=4, probe_seed=7, sampled={"real": 8})
+    plain = training_trace_curve(_small_net(seed=3, dtype=torch.float32), train_images, train_labels, sets, [0, 5], **arguments)
+    kept = training_trace_curve(_small_net(seed=3, dtype=torch.float32), train_images, train_labels, sets, [0, 5], store=store, **arguments)
+    assert list(kept) == ["real", "small"] and all(torch.equal(kept[n].values, plain[n].values) for n in sets)
+    monkeypatch.setattr(curvature_module, "train", None)  # from here on, a curve computed again would fail
+    untouched = _small_net(seed=3, dtype=torch.float32)
+    again = training_trace_curve(untouched, train_images, train_labels, sets, [0, 5], store=store, **arguments)
+    assert all(torch.equal(again[n].traces, kept[n].traces) and torch.equal(again[n].stderrs, kept[n].stderrs) for n in sets)
+    assert again["small"].iterations.tolist() == [0, 5]
+    assert all(torch.equal(p, q) for p, q in zip(untouched.parameters(), _small_net(seed=3, dtype=torch.float32).parameters()))
+    for changed in (sets | {"small": _data(10, seed=5, dtype=torch.float32)}, sets):  # another set; another initialisation
+        net = _small_net(seed=3 if changed is not sets else 6, dtype=torch.float32)
+        with pytest.raises(TypeError):
+            training_trace_curve(net, train_images, train_labels, changed, [0, 5], store=store, **arguments)
