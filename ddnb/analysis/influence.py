@@ -487,23 +487,43 @@ def damping_sweep(net: nn.Module, images: Tensor, labels: Tensor, test_images: T
     return {d: agreement(m, reference.matrix.to(m), top) for d, m in zip(dampings, matrices)}
 
 
+AGREEMENT_KIND = "influence-agreement"
+_AGREEMENT_FIELDS = ("pearson", "spearman", "top_overlap")
+
+
 def estimate_agreement(distilled: Distilled, reference: InfluenceResult, test_images: Tensor, test_labels: Tensor,
                        net: str = "convnet", seed: int = 0, protocol: Protocol | str = "paper300",
                        dampings: Sequence[float] = (1e-4, 1e-3, 1e-2, 1e-1, 1.0), iterations: int = 100,
-                       top: int = 10) -> dict[str, Agreement]:
+                       top: int = 10, store: Store | None = None) -> dict[str, Agreement]:
     """How well the cheap estimates agree with ``reference``, the LOO result of ``distilled_influence`` (same
     ``net``, ``seed``, ``protocol`` and test images): the influence function at each damping (with the
     protocol's weight decay in the curvature) and the gradient dot product, all at the network trained on
     every image from the shared initialisation. Returns label -> ``Agreement``, in the order of a table (no
-    ``dampings``: the gradient dot product alone).
+    ``dampings``: the gradient dot product alone). ``store``: the agreements are kept there (the conjugate
+    gradients behind them are most of the semantics page's time at ``cifar10-cpu`` once LOO is stored).
     """
     protocol = get_protocol(protocol) if isinstance(protocol, str) else protocol
     images, labels = distilled.images.to(test_images.device), distilled.labels.to(test_images.device)
-    model = _initial_network(distilled, net, seed, test_images.device)
-    train(model, images, labels, protocol, seed)
-    sweep = damping_sweep(model, images, labels, test_images, test_labels, reference, dampings, protocol.weight_decay,
-                          iterations=iterations, top=top) if dampings else {}
-    results = {f"influence function, damping {damping:g}": result for damping, result in sweep.items()}
-    dots = tracin(model, images, labels, test_images, test_labels, indices=reference.rows)
-    results["gradient dot product (TracIn-like)"] = agreement(dots.matrix, reference.matrix.to(dots.matrix), top)
-    return results
+
+    def make() -> tuple[dict[str, Tensor], dict]:
+        model = _initial_network(distilled, net, seed, test_images.device)
+        train(model, images, labels, protocol, seed)
+        sweep = damping_sweep(model, images, labels, test_images, test_labels, reference, dampings, protocol.weight_decay,
+                              iterations=iterations, top=top) if dampings else {}
+        results = {f"influence function, damping {damping:g}": result for damping, result in sweep.items()}
+        dots = tracin(model, images, labels, test_images, test_labels, indices=reference.rows)
+        results["gradient dot product (TracIn-like)"] = agreement(dots.matrix, reference.matrix.to(dots.matrix), top)
+        tensors = {f"{index}/{field}": getattr(result, field) for index, result in enumerate(results.values())
+                   for field in _AGREEMENT_FIELDS}
+        return tensors, {"labels": list(results), "pearson_all": [result.pearson_all for result in results.values()]}
+
+    if store is None:
+        tensors, meta = make()
+    else:
+        key = {"images": fingerprint(images), "labels": fingerprint(labels), "reference": reference.config,
+               "test": [fingerprint(test_images), fingerprint(test_labels)], "net": net, "seed": seed,
+               "protocol": dataclasses.asdict(protocol), "dampings": list(dampings), "iterations": iterations, "top": top}
+        artifact = store.get_or_make(AGREEMENT_KIND, key, make)
+        tensors, meta = artifact.tensors, artifact.meta
+    return {label: Agreement(*(tensors[f"{index}/{field}"] for field in _AGREEMENT_FIELDS), meta["pearson_all"][index], top)
+            for index, label in enumerate(meta["labels"])}

@@ -32,6 +32,7 @@ from ddnb.data.shapes import COLOUR_NAMES, SHAPE_CLASSES, generate_shapes
 from ddnb.distill.result import Distilled
 from ddnb.errors import DdnbError
 from ddnb.nets import build_net
+from ddnb.store import Store
 from ddnb.train import Protocol, evaluate, get_protocol, train
 
 CIRCLE, YELLOW = SHAPE_CLASSES.index("circle"), COLOUR_NAMES.index("yellow")
@@ -234,7 +235,7 @@ def test_distilled_influence_is_cached_in_the_store(tiny_problem, store, monkeyp
     assert torch.equal(second.matrix, first.matrix) and second.config == first.config
 
 
-def test_estimate_agreement_scores_the_cheap_estimates_at_the_network_trained_on_all_images(tiny_problem):
+def test_estimate_agreement_scores_the_cheap_estimates_at_the_network_trained_on_all_images(tiny_problem, tmp_path, monkeypatch):
     net, x, y, tx, ty, protocol = tiny_problem
     distilled = Distilled(x, y, {"method": "random", "ipc": 1}, InputTransform(torch.zeros(3), torch.ones(3)),
                           meta={"classes": list(SHAPE_CLASSES)})
@@ -254,6 +255,17 @@ def test_estimate_agreement_scores_the_cheap_estimates_at_the_network_trained_on
     assert list(cheap) == ["gradient dot product (TracIn-like)"]
     torch.testing.assert_close(cheap["gradient dot product (TracIn-like)"].spearman,
                                results["gradient dot product (TracIn-like)"].spearman, equal_nan=True)
+    store = Store(tmp_path)
+    kept = estimate_agreement(distilled, reference, tx, ty, "convnet-tiny", 0, protocol, dampings=(0.1, 1.0), iterations=20,
+                              store=store)
+    assert list(kept) == list(results) and all(kept[n].summary() == pytest.approx(results[n].summary(), nan_ok=True) for n in kept)
+    monkeypatch.setattr(sys.modules[estimate_agreement.__module__], "train", None)  # found again: nothing is trained
+    again = estimate_agreement(distilled, reference, tx, ty, "convnet-tiny", 0, protocol, dampings=(0.1, 1.0), iterations=20,
+                               store=store)
+    assert all(torch.equal(again[n].top_overlap, kept[n].top_overlap) and again[n].top == 10 for n in kept)
+    assert again[list(kept)[0]].pearson_all == kept[list(kept)[0]].pearson_all
+    with pytest.raises(TypeError):  # another damping is another result
+        estimate_agreement(distilled, reference, tx, ty, "convnet-tiny", 0, protocol, dampings=(0.5,), iterations=20, store=store)
 
 
 # ---- semantics: the one yellow circle
