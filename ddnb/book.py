@@ -130,6 +130,25 @@ def _keep_failed(partial: Path, cwd: str) -> Path | str:
     return failed
 
 
+def _ipc_kernel_manager(folder: str) -> type:
+    """A kernel manager that talks to its kernel over Unix sockets in ``folder`` (keep it short: a socket path
+    holds about 100 characters) rather than TCP ports on 127.0.0.1, which any local user can reach (ipykernel
+    warns of it on every start)."""
+    from jupyter_client.manager import AsyncKernelManager
+    from traitlets import default
+
+    class IpcKernelManager(AsyncKernelManager):
+        @default("transport")
+        def _default_transport(self) -> str:
+            return "ipc"
+
+        @default("ip")
+        def _default_ip(self) -> str:
+            return str(Path(folder) / "kernel")
+
+    return IpcKernelManager
+
+
 def _execute(source: str, parameters: dict, key: str, cwd: str) -> tuple[dict[str, torch.Tensor], dict]:
     """Execute one notebook with papermill; returns the executed notebook (its JSON as uint8 bytes) for the store.
     On failure the partly executed notebook is left in ``book/`` beside the others, to read its traceback."""
@@ -142,7 +161,8 @@ def _execute(source: str, parameters: dict, key: str, cwd: str) -> tuple[dict[st
         try:
             # a bar of cells per notebook: at cifar10-cpu one cell (the mixing curves, leave-one-out) can take an hour
             papermill.execute_notebook(source, str(target), parameters=parameters, cwd=cwd,
-                                       progress_bar={"desc": f"{Path(source).stem} (cells)", "leave": False})
+                                       progress_bar={"desc": f"{Path(source).stem} (cells)", "leave": False},
+                                       kernel_manager_class=_ipc_kernel_manager(folder))
         except papermill.PapermillExecutionError as error:
             raise DdnbError(f"notebook {target.name} failed: {error.ename}: {error.evalue} "
                             f"(see {_keep_failed(target, cwd)})") from None

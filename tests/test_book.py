@@ -140,13 +140,14 @@ def _notebook(path: Path, *code: str) -> None:
     nbformat.write(notebook, path)
 
 
-def test_notebooks_run_once_through_the_store_and_a_failure_leaves_the_notebook_to_read(tmp_path):
+def test_notebooks_run_once_through_the_store_and_a_failure_leaves_the_notebook_to_read(tmp_path, capfd):
     (tmp_path / "notebooks").mkdir(), (tmp_path / "book").mkdir()
     runs = tmp_path / "runs.txt"
     _notebook(tmp_path / "notebooks" / "counts.ipynb", "open(runs, 'a').write('run\\n'); print('executed')")
     parameters = {"runs": str(runs), "device": "cpu", "store": str(tmp_path / "store")}
     (output,) = execute_notebooks(tmp_path, parameters)
     assert "executed" in output.read_text() and runs.read_text() == "run\n"
+    assert "over TCP" not in capfd.readouterr().err  # the kernel talks over Unix sockets, not localhost TCP ports
     mtime = output.stat().st_mtime_ns
     assert execute_notebooks(tmp_path, parameters) == [output]  # unchanged: loaded from the store, file untouched
     assert runs.read_text() == "run\n" and output.stat().st_mtime_ns == mtime
