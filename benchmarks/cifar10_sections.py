@@ -54,7 +54,7 @@ class Sections:
     def models(self) -> dict[str, torch.nn.Module]:
         if self._models is None:
             protocol = get_protocol("real", epochs=self.sizes.real_epochs)
-            self._models = {net: substitution.real_trained_model(self.dataset, net, protocol, 0, self.store) for net in self.sizes.real_nets}
+            self._models = {net: substitution.real_trained_model(self.dataset, net, protocol, 0, self.store, progress=True) for net in self.sizes.real_nets}
         return self._models
 
     def pools(self) -> tuple[dynamics.SubsetPool, dynamics.EarlyPool]:

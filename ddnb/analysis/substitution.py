@@ -106,13 +106,15 @@ def mixing(images: torch.Tensor, labels: torch.Tensor, dataset: Dataset, ks: Seq
     return MixingResult(list(ks), list(config.seeds), torch.stack([point(k) for k in ks]))
 
 
-def real_trained_model(dataset: Dataset, net: str, protocol: Protocol, seed: int = 0, store: Store | None = None) -> nn.Module:
-    """A ``net`` trained on all of ``dataset.train`` with ``protocol`` (loaded from the store when made before)."""
+def real_trained_model(dataset: Dataset, net: str, protocol: Protocol, seed: int = 0, store: Store | None = None,
+                       progress: bool = False) -> nn.Module:
+    """A ``net`` trained on all of ``dataset.train`` with ``protocol`` (loaded from the store when made before);
+    ``progress``: a bar over the training (off by default: in a notebook it would end up on the page)."""
     channels, size = dataset.image_shape[0], dataset.image_shape[-1]
     model = build_net(net, seed, channels, size, dataset.num_classes, device=dataset.train.images.device)
 
     def make():
-        train(model, dataset.train.images, dataset.train.labels, protocol, seed, progress=True)
+        train(model, dataset.train.images, dataset.train.labels, protocol, seed, progress=progress)
         return model.state_dict(), {"test_accuracy": evaluate(model, dataset.test.images, dataset.test.labels).accuracy}
 
     if store is None:
