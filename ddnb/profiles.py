@@ -88,8 +88,9 @@ PROFILES = {
                                # (57 s each, 2026-12-02; up to 3x that on the slower machines of earlier sessions); one image
                                # per class is 11 of them (10.5 min measured)
                                influence_test_images=2000, influence_images_per_class=1,
-                               # a CG iteration is one curvature product per left-out image, ~3 s each for the ConvNet on
-                               # 100 images on 2 cores (2026-12-03): the default 5 dampings x 100 iterations were ~4 h
+                               # a CG iteration is one curvature product per left-out image: 2 dampings x 20 iterations took
+                               # 3.1 min on 2 cores (2026-12-03); the defaults, 5 dampings down to 1e-4 (slowest to converge)
+                               # x 100 iterations, are up to 12.5x the products
                                influence_cg_iterations=20, influence_dampings=(1e-1, 1.0)),
     ),
     "paper": Profile(

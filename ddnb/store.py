@@ -249,3 +249,13 @@ class Store:
         path = self.path(kind, config)
         _sidecar(path).unlink(missing_ok=True)
         path.unlink(missing_ok=True)
+
+
+def kept(store: Store | None, kind: str, config: dict[str, Any],
+         make: Callable[[], tuple[dict[str, torch.Tensor], dict]]) -> tuple[dict[str, torch.Tensor], dict]:
+    """``make() -> (tensors, meta)`` through ``store.get_or_make`` (loaded when made before), or simply called
+    without a store: the tensors and meta either way."""
+    if store is None:
+        return make()
+    artifact = store.get_or_make(kind, config, make)
+    return artifact.tensors, artifact.meta

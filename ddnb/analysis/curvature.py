@@ -38,7 +38,7 @@ from torch import nn
 
 from ddnb.errors import DdnbError
 from ddnb.params import flatten, parameter_count, trainable_parameters
-from ddnb.store import Store, fingerprint
+from ddnb.store import Store, fingerprint, kept
 from ddnb.train import Protocol, get_protocol, train
 
 Vectors = torch.Tensor | Sequence[Mapping[str, torch.Tensor]]
@@ -390,15 +390,11 @@ def training_trace_curve(
         curves = _curves(estimates, wanted)
         return {f"{name}/{key}": getattr(curve, key) for name, curve in curves.items() for key in _CURVE_FIELDS}, {"sets": list(curves)}
 
-    if store is None:
-        tensors, meta = make()
-    else:
-        key = {"net": type(net).__name__, "initial": fingerprint(flatten(list(trainable_parameters(net).values()))),
-               "train": [fingerprint(train_images), fingerprint(train_labels)],
-               "sets": {name: [fingerprint(images), fingerprint(labels)] for name, (images, labels) in sets.items()},
-               "iterations": wanted, "protocol": dataclasses.asdict(protocol), "seed": seed, "probes": probes,
-               "probe_seed": probe_seed, "batch_size": batch_size, "sampled": dict(sampled or {}),
-               "probes_per_batch": probes_per_batch, "sample_seed": sample_seed}
-        artifact = store.get_or_make(CURVE_KIND, key, make)
-        tensors, meta = artifact.tensors, artifact.meta
+    key = {"net": type(net).__name__, "initial": fingerprint(flatten(list(trainable_parameters(net).values()))),
+           "train": [fingerprint(train_images), fingerprint(train_labels)],
+           "sets": {name: [fingerprint(images), fingerprint(labels)] for name, (images, labels) in sets.items()},
+           "iterations": wanted, "protocol": dataclasses.asdict(protocol), "seed": seed, "probes": probes,
+           "probe_seed": probe_seed, "batch_size": batch_size, "sampled": dict(sampled or {}),
+           "probes_per_batch": probes_per_batch, "sample_seed": sample_seed}
+    tensors, meta = kept(store, CURVE_KIND, key, make)
     return {name: TraceCurve(*(tensors[f"{name}/{key}"] for key in _CURVE_FIELDS)) for name in meta["sets"]}

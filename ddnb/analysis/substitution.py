@@ -28,16 +28,11 @@ from ddnb.distill.result import Distilled
 from ddnb.errors import DdnbError
 from ddnb.nets import build_net
 from ddnb.stacked import StackedEvaluation, evaluate_seeds
-from ddnb.store import Store, fingerprint
+from ddnb.store import Store, fingerprint, kept
 from ddnb.train import EvalConfig, Protocol, evaluate, train
 
 PAPER_KS = (0, 2, 10, 50, 250)
 MODEL_KIND, EVALUATION_KIND, MIXING_KIND = "model", "evaluation", "mixing"
-
-
-def _kept(store: Store | None, kind: str, key: dict, make) -> dict[str, torch.Tensor]:
-    """``make() -> (tensors, meta)``, through the store when there is one."""
-    return make()[0] if store is None else store.get_or_make(kind, key, make).tensors
 
 
 def _data_key(images: torch.Tensor, labels: torch.Tensor, dataset: Dataset, config: EvalConfig) -> dict:
@@ -100,8 +95,8 @@ def mixing(images: torch.Tensor, labels: torch.Tensor, dataset: Dataset, ks: Seq
     def point(k: int) -> torch.Tensor:
         if k == 0:  # the set alone: the same networks and numbers as its evaluation, which another page may have made
             return _evaluation(images, labels, dataset, config, store).accuracies
-        return _kept(store, MIXING_KIND, key | {"k": k},
-                     lambda: ({"accuracies": _mixing_point(images, labels, dataset, k, config)}, {}))["accuracies"]
+        return kept(store, MIXING_KIND, key | {"k": k},
+                    lambda: ({"accuracies": _mixing_point(images, labels, dataset, k, config)}, {}))[0]["accuracies"]
 
     return MixingResult(list(ks), list(config.seeds), torch.stack([point(k) for k in ks]))
 
@@ -162,7 +157,7 @@ def _evaluation(images: torch.Tensor, labels: torch.Tensor, dataset: Dataset, co
         result = evaluate_seeds(images, labels, (dataset.test.images, dataset.test.labels), config, dataset.num_classes)
         return {"predictions": result.predictions, "accuracies": result.accuracies}, {}
 
-    tensors = _kept(store, EVALUATION_KIND, _data_key(images, labels, dataset, config), make)
+    tensors, _ = kept(store, EVALUATION_KIND, _data_key(images, labels, dataset, config), make)
     return StackedEvaluation(tensors["predictions"], tensors["accuracies"])
 
 
