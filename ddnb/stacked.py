@@ -176,24 +176,26 @@ def train_stacked(
     result, record, snapshot = StackedResult(losses=torch.empty(stacked.size, total)), set(record_at), set(snapshot_at)
     shared = subsets is None and protocol.batch_size is None and not protocol.augment
     shared_weights = torch.ones(stacked.size, len(images), device=images.device) if weights is None else weights.to(images.device)
-    for iteration in tqdm(range(total + 1), desc=f"{protocol.name} x{stacked.size}", disable=not progress, leave=False):
-        if iteration in record and eval_split is not None:
-            _record(stacked, iteration, eval_split, result)
-        if iteration in snapshot:
-            result.snapshots[iteration] = {name: value[:snapshot_models].detach().cpu().clone() for name, value in stacked.params.items()}
-        if iteration == total:
-            break
-        if protocol.decay_at_half and iteration == total // 2:
-            lr = protocol.lr * 0.1
-        if shared:  # every network sees every image each step: no per-network copies
-            losses = sgd_step(stacked, images, labels, shared_weights, lr, protocol, shared=True)
-        else:
-            parts = [_batch(images, labels, weights, subsets, schedules, generators, protocol, m) for m in range(stacked.size)]
-            batch_images, batch_labels, batch_weights = (torch.stack(part) for part in zip(*parts))
-            losses = sgd_step(stacked, batch_images, batch_labels, batch_weights, lr, protocol)
-        if not torch.isfinite(losses).all():
-            raise DdnbError(f"training diverged: a stacked network's loss is not finite at iteration {iteration}; lower the learning rate")
-        result.losses[:, iteration] = losses.cpu()
+    with tqdm(total=total, desc=f"{protocol.name} x{stacked.size}", unit="step", disable=not progress, leave=False) as bar:
+        for iteration in range(total + 1):
+            if iteration in record and eval_split is not None:
+                _record(stacked, iteration, eval_split, result)
+            if iteration in snapshot:
+                result.snapshots[iteration] = {name: value[:snapshot_models].detach().cpu().clone() for name, value in stacked.params.items()}
+            if iteration == total:
+                break
+            if protocol.decay_at_half and iteration == total // 2:
+                lr = protocol.lr * 0.1
+            if shared:  # every network sees every image each step: no per-network copies
+                losses = sgd_step(stacked, images, labels, shared_weights, lr, protocol, shared=True)
+            else:
+                parts = [_batch(images, labels, weights, subsets, schedules, generators, protocol, m) for m in range(stacked.size)]
+                batch_images, batch_labels, batch_weights = (torch.stack(part) for part in zip(*parts))
+                losses = sgd_step(stacked, batch_images, batch_labels, batch_weights, lr, protocol)
+            if not torch.isfinite(losses).all():
+                raise DdnbError(f"training diverged: a stacked network's loss is not finite at iteration {iteration}; lower the learning rate")
+            result.losses[:, iteration] = losses.cpu()
+            bar.update()
     return result
 
 

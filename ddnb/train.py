@@ -140,17 +140,20 @@ def train(
     record, snapshot = set(record_at), set(snapshot_at)
     net.train()
     schedule = batches(len(images), protocol, generator)
-    for iteration in tqdm(range(stop + 1), desc=protocol.name, disable=not progress, leave=False):
-        _record(net, iteration, record, snapshot, eval_split, result)
-        if at_iteration is not None:
-            at_iteration(net, iteration)
-        if iteration == stop:
-            break
-        if protocol.decay_at_half and iteration == total // 2:
-            for group in optimizer.param_groups:
-                group["lr"] = protocol.lr * 0.1
-        index = next(schedule).to(images.device)
-        result.losses[iteration] = train_step(net, optimizer, images[index], labels[index], protocol, generator, iteration)
+    # the bar counts updates (stop of them); iterations 0..stop are the states measured between them
+    with tqdm(total=stop, desc=protocol.name, unit="step", disable=not progress, leave=False) as bar:
+        for iteration in range(stop + 1):
+            _record(net, iteration, record, snapshot, eval_split, result)
+            if at_iteration is not None:
+                at_iteration(net, iteration)
+            if iteration == stop:
+                break
+            if protocol.decay_at_half and iteration == total // 2:
+                for group in optimizer.param_groups:
+                    group["lr"] = protocol.lr * 0.1
+            index = next(schedule).to(images.device)
+            result.losses[iteration] = train_step(net, optimizer, images[index], labels[index], protocol, generator, iteration)
+            bar.update()
     return result
 
 

@@ -59,6 +59,27 @@ def test_training_stopped_early_is_the_full_run_up_to_there_and_sees_every_itera
         _train_tiny(shapes_small, protocol, 1, until=len(full.losses) + 1)
 
 
+def test_progress_bars_count_every_update(shapes_small, monkeypatch):
+    import ddnb.stacked
+    import ddnb.train
+    from ddnb.stacked import stack, train_stacked
+    bars = []
+
+    class RecordingBar(ddnb.train.tqdm):
+        def close(self):
+            bars.append((self.n, self.total))
+            super().close()
+
+    monkeypatch.setattr(ddnb.train, "tqdm", RecordingBar)
+    monkeypatch.setattr(ddnb.stacked, "tqdm", RecordingBar)
+    protocol = Protocol("t", batch_size=100, epochs=1)
+    _, result = _train_tiny(shapes_small, protocol, 0, progress=True)
+    stacked = stack([build_net("convnet-tiny", seed) for seed in (0, 1)])
+    train_stacked(stacked, shapes_small.train.images, shapes_small.train.labels, protocol, [0, 1], backend="vmap", progress=True)
+    steps = len(result.losses)
+    assert set(bars) == {(steps, steps)}  # each ended at "N/N", not one short
+
+
 def test_evaluate_is_consistent_and_batch_size_invariant(shapes_small):
     net = build_net("convnet-tiny", seed=1)
     images, labels = shapes_small.test.images[:300], shapes_small.test.labels[:300]
