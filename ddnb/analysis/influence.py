@@ -278,14 +278,16 @@ def distilled_influence(distilled: Distilled, test_images: Tensor, test_labels: 
     extra = {"distilled": distilled.config, "net": net, "seed": seed,
              "train_sha256": fingerprint(images), "test_sha256": fingerprint(test_images)}
     config = _loo_config(protocol, len(images), _rows(len(images), indices), len(test_images), "loo", extra)
-    if store is not None and store.exists(KIND, config):
-        return load_influence(store, config, test_images.device)
-    model = _initial_network(distilled, net, seed, test_images.device)
-    result = loo_influence(model, images, labels, test_images, test_labels, protocol, indices, chunk_size=chunk_size, config=extra,
-                           progress=progress)
-    if store is not None:
-        save_influence(store, result)
-    return result
+
+    def make() -> tuple[dict[str, Tensor], dict]:
+        model = _initial_network(distilled, net, seed, test_images.device)
+        result = loo_influence(model, images, labels, test_images, test_labels, protocol, indices, chunk_size=chunk_size,
+                               config=extra, progress=progress)
+        return result.tensors(), result.meta
+
+    tensors, meta = kept(store, KIND, config, make)  # through the store, its cost is recorded with it
+    tensors = {name: value.to(test_images.device) for name, value in tensors.items()}
+    return InfluenceResult(tensors["matrix"], tensors["rows"], config, tensors["base_losses"], dict(meta))
 
 
 # ---- gradients and curvature

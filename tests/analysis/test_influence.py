@@ -230,6 +230,7 @@ def test_distilled_influence_is_cached_in_the_store(tiny_problem, store, monkeyp
     expected = loo_influence(build_net("convnet-tiny", 0, image_size=16), x, y, tx, ty, protocol)
     torch.testing.assert_close(first.matrix, expected.matrix)
     assert first.config["net"] == "convnet-tiny" and first.config["distilled"] == distilled.config
+    assert [row["kind"] for row in store.costs()] == ["influence"]  # its cost counts in a book's costs table
     monkeypatch.setattr(sys.modules[distilled_influence.__module__], "loo_influence", None)  # a second call must not recompute
     second = distilled_influence(distilled, tx, ty, "convnet-tiny", 0, protocol, store)
     assert torch.equal(second.matrix, first.matrix) and second.config == first.config
