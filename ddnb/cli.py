@@ -230,8 +230,15 @@ def cmd_store(args: argparse.Namespace) -> None:
     from ddnb.store import Store
 
     store = Store(args.store)
-    for path in args.files:
-        print(f"{path} -> {store.add(path)}")
+    refused = []
+    for path in args.files:  # one refused file does not stop the others
+        try:
+            print(f"{path} -> {store.add(path)}")
+        except DdnbError as error:
+            print(f"ddnb: not added: {error}", file=sys.stderr)
+            refused.append(path)
+    if refused:
+        raise DdnbError(f"{len(refused)} of {len(args.files)} files not added (see above)")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,7 +7,8 @@ header holds the sha256 of the config, so editing either file is detected on loa
 that looks complete. Nothing is ever unpickled.
 
 ``Store`` keys artifacts by a hash of ``(kind, config)`` so a rerun with the same config finds its
-result instead of recomputing it.
+result instead of recomputing it. The config says what went in, not what the code did with it, so each kind
+also has a version (``VERSIONS``): an artifact made by an older version of its kind is remade, not served.
 """
 
 from __future__ import annotations
@@ -30,6 +31,24 @@ from ddnb.errors import DdnbError
 
 FORMAT = "ddnb-artifact/1"
 SUFFIX = ".safetensors"
+
+# What each kind of artifact holds, by version. Bump a kind's number with any change to ddnb that alters what
+# it stores for the same config (a fixed bug, a changed algorithm or default): the store then remakes that
+# kind's old artifacts instead of serving them. Results made from others key them by config or fingerprint,
+# so a remade input is followed by its remade results. Unlisted kinds, and sidecars without a version, are 1.
+VERSIONS: dict[str, int] = {
+    "dataset": 1,  # decoded pixels (ddnb.data.sources)
+    "distilled": 1, "checkpoint": 1, "expert": 1,  # ddnb.distill; a checkpoint moves with its set's version
+    "pool-subset": 1, "pool-early": 1, "curvature": 1,  # ddnb.analysis.dynamics, curvature
+    "evaluation": 1, "mixing": 1, "model": 1,  # ddnb.analysis.substitution
+    "influence": 1, "influence-agreement": 1,  # ddnb.analysis.influence
+    "notebook": 1,  # ddnb.book: an executed notebook (its key already holds the hash of ddnb's source)
+}
+
+
+def kind_version(kind: str) -> int:
+    """The version of ``kind`` this ddnb makes (``VERSIONS``; 1 when unlisted)."""
+    return VERSIONS.get(kind, 1)
 
 
 @dataclass
@@ -102,6 +121,7 @@ def save_artifact(
         "config": json.loads(canonical_json(config)),
         "meta": json.loads(canonical_json(meta or {})),
         "seed": config.get("seed"),
+        "version": kind_version(kind),
         "ddnb_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "sha256": hashlib.sha256(data).hexdigest(),
@@ -183,9 +203,15 @@ class Store:
         return self.root / kind / (config_key(kind, config) + SUFFIX)
 
     def exists(self, kind: str, config: dict[str, Any]) -> bool:
-        """True when a complete artifact (tensors and sidecar) exists for ``(kind, config)``."""
+        """True when a complete artifact (tensors and sidecar) of the current version of ``kind`` exists for
+        ``(kind, config)``; one made by another version does not count (``get_or_make`` replaces it)."""
         path = self.path(kind, config)
-        return path.exists() and _sidecar(path).exists()
+        if not (path.exists() and _sidecar(path).exists()):
+            return False
+        try:
+            return read_sidecar(path).get("version", 1) == kind_version(kind)
+        except DdnbError:
+            return False  # unreadable: made again, and the new one replaces it
 
     def save(self, kind: str, config: dict[str, Any], tensors: dict[str, torch.Tensor], meta: dict | None = None,
              cost: dict[str, float] | None = None) -> Path:
@@ -217,8 +243,13 @@ class Store:
     def add(self, path: str | Path) -> Path:
         """Put an artifact file written elsewhere (another machine's store, a set kept in a repository) into this
         store under its own kind and config, checksums verified, so that work which made it is not repeated.
-        Returns where it now lives; an artifact already there is left as it is."""
+        Returns where it now lives; an artifact already there is left as it is. One made by another version of
+        its kind is refused (``DdnbError``): this ddnb would make it again rather than use it."""
         artifact = load_artifact(path)
+        made_by, current = read_sidecar(path).get("version", 1), kind_version(artifact.kind)
+        if made_by != current:
+            raise DdnbError(f"{artifact_path(path)} holds version {made_by} of {artifact.kind!r} and this ddnb makes version "
+                            f"{current}: not added, it would be made again anyway")
         target = self.path(artifact.kind, artifact.config)
         if not self.exists(artifact.kind, artifact.config):
             target.parent.mkdir(parents=True, exist_ok=True)

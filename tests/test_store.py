@@ -7,7 +7,7 @@ import torch
 
 from ddnb.cli import main
 from ddnb.errors import DdnbError
-from ddnb.store import Store, config_key, load_artifact, save_artifact
+from ddnb.store import VERSIONS, Store, config_key, load_artifact, save_artifact
 
 
 def _tensors():
@@ -78,6 +78,33 @@ def test_an_artifact_kept_elsewhere_is_added_under_its_key_and_not_made_again(tm
         Store(tmp_path / "third").add(kept)
 
 
+def test_an_artifact_made_by_an_older_version_of_its_kind_is_remade_not_served(tmp_path, monkeypatch, capsys):
+    store, config = Store(tmp_path / "store"), {"seed": 0}
+    old = store.get_or_make("influence", config, lambda: ({"x": torch.zeros(2)}, {}))
+    legacy = json.loads(old.path.with_suffix(".json").read_text())
+    assert legacy["version"] == 1
+    kept = tmp_path / "kept" / "influence.safetensors"  # a copy of the old result, e.g. kept in a repository
+    kept.parent.mkdir()
+    kept.write_bytes(old.path.read_bytes())
+    kept.with_suffix(".json").write_bytes(old.path.with_suffix(".json").read_bytes())
+    monkeypatch.setitem(VERSIONS, "influence", 2)  # the analysis was changed
+    assert not store.exists("influence", config)
+    new = store.get_or_make("influence", config, lambda: ({"x": torch.ones(2)}, {}))
+    assert torch.equal(new.tensors["x"], torch.ones(2)) and new.path == old.path  # replaced in place
+    assert torch.equal(store.get_or_make("influence", config, lambda: pytest.fail("made again")).tensors["x"], torch.ones(2))
+    assert json.loads(new.path.with_suffix(".json").read_text())["version"] == 2
+    with pytest.raises(DdnbError, match="version 1 of 'influence'.*makes version 2"):
+        Store(tmp_path / "other").add(kept)
+    assert main(["store", "add", str(kept), str(new.path), "--store", str(tmp_path / "other")]) == 2  # the current one is added
+    assert Store(tmp_path / "other").exists("influence", config) and "not added" in capsys.readouterr().err
+    legacy.pop("version")  # sidecars written before kinds had versions are version 1
+    kept.with_suffix(".json").write_text(json.dumps(legacy))
+    monkeypatch.setitem(VERSIONS, "influence", 1)
+    third = Store(tmp_path / "third")
+    third.add(kept)
+    assert torch.equal(third.get_or_make("influence", config, lambda: pytest.fail("made again")).tensors["x"], torch.zeros(2))
+
+
 def test_corrupted_tensor_file_is_refused(tmp_path):
     path = save_artifact(tmp_path / "x", _tensors(), {"seed": 0})
     data = bytearray(path.read_bytes())
@@ -136,3 +163,17 @@ def test_write_is_atomic_when_interrupted(tmp_path, monkeypatch):
     # the old sidecar was withdrawn before the new tensors were written: the pair is refused, not mixed
     with pytest.raises(DdnbError, match="incomplete"):
         load_artifact(path)
+
+
+def test_every_kind_ddnb_stores_has_a_version():
+    import importlib
+    import pkgutil
+    import re
+
+    import ddnb
+
+    kinds = {"dataset"}  # ddnb.data.sources names it inline
+    for module in pkgutil.walk_packages(ddnb.__path__, "ddnb."):
+        names = vars(importlib.import_module(module.name))
+        kinds |= {value for name, value in names.items() if re.fullmatch(r"([A-Z]+_)?KIND", name) and isinstance(value, str)}
+    assert len(kinds) >= 13 and kinds <= set(VERSIONS), kinds - set(VERSIONS)
