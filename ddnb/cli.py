@@ -105,6 +105,12 @@ def build_parser() -> argparse.ArgumentParser:
                                                   "into the store under their own key, so that they are not made again")
     added.add_argument("files", nargs="+", metavar="FILE", help="ddnb artifacts (.safetensors with their .json sidecar)")
     added.add_argument("--store", default=None, help="artifact and cache folder (default $DDNB_STORE or ~/.cache/ddnb)")
+    listed = store_commands.add_parser("list", help="what the store holds, by kind: artifacts, size, the time they took "
+                                                    "to make, and how many are stale (made by an older ddnb)")
+    pruned = store_commands.add_parser("prune", help="delete the stale artifacts (made by an older version of their kind: "
+                                                     "they would be made again, never used)")
+    for command in (listed, pruned):
+        command.add_argument("--store", default=None, help="artifact and cache folder (default $DDNB_STORE or ~/.cache/ddnb)")
     return parser
 
 
@@ -226,10 +232,29 @@ def cmd_book(args: argparse.Namespace) -> None:
         print(summary, file=sys.stderr)
 
 
+def store_table(rows: list[dict], root: Path) -> str:
+    """``Store.listing`` rows summed by kind, as a text table (sizes in MB, making time in minutes)."""
+    if not rows:
+        return f"{root}: empty"
+    lines = [f"{root}:", f"  {'kind':<20} {'artifacts':>9} {'MB':>9} {'made in (min)':>14} {'stale':>6}"]
+    for kind in sorted({row["kind"] for row in rows}):
+        of_kind = [row for row in rows if row["kind"] == kind]
+        lines.append(f"  {kind:<20} {len(of_kind):>9} {sum(row['bytes'] for row in of_kind) / 1e6:>9.1f} "
+                     f"{sum(row['wall_s'] for row in of_kind) / 60:>14.1f} {sum(row['stale'] for row in of_kind):>6}")
+    return "\n".join(lines)
+
+
 def cmd_store(args: argparse.Namespace) -> None:
     from ddnb.store import Store
 
     store = Store(args.store)
+    if args.store_command == "list":
+        print(store_table(store.listing(), store.root))
+        return
+    if args.store_command == "prune":
+        removed = store.prune()
+        print(f"removed {len(removed)} stale artifacts from {store.root}")
+        return
     refused = []
     for path in args.files:  # one refused file does not stop the others
         try:

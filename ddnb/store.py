@@ -275,6 +275,24 @@ class Store:
         return [{"kind": sidecar["kind"], "path": str(path), "created": sidecar["created"], **sidecar["cost"]}
                 for path, sidecar in self.sidecars() if "cost" in sidecar]
 
+    def listing(self) -> list[dict[str, Any]]:
+        """One row per artifact: ``kind``, ``path``, ``created`` (UTC), ``bytes`` (tensors and sidecar),
+        ``wall_s`` (what making it took; 0 when not recorded) and ``stale`` (made by another version of its kind)."""
+        return [{"kind": sidecar["kind"], "path": path, "created": sidecar["created"],
+                 "bytes": (path.stat().st_size if path.exists() else 0) + path.with_suffix(".json").stat().st_size,
+                 "wall_s": sidecar.get("cost", {}).get("wall_s", 0.0),
+                 "stale": sidecar.get("version", 1) != kind_version(sidecar["kind"])}
+                for path, sidecar in self.sidecars()]
+
+    def prune(self) -> list[Path]:
+        """Delete the artifacts made by another version of their kind (they would be made again, never served);
+        returns their paths."""
+        stale = [row["path"] for row in self.listing() if row["stale"]]
+        for path in stale:
+            _sidecar(path).unlink(missing_ok=True)  # sidecar first: a half-removed artifact never looks complete
+            path.unlink(missing_ok=True)
+        return stale
+
     def remove(self, kind: str, config: dict[str, Any]) -> None:
         """Delete the artifact for ``(kind, config)`` if present (e.g. a checkpoint after completion)."""
         path = self.path(kind, config)

@@ -177,3 +177,19 @@ def test_every_kind_ddnb_stores_has_a_version():
         names = vars(importlib.import_module(module.name))
         kinds |= {value for name, value in names.items() if re.fullmatch(r"([A-Z]+_)?KIND", name) and isinstance(value, str)}
     assert len(kinds) >= 13 and kinds <= set(VERSIONS), kinds - set(VERSIONS)
+
+
+def test_store_list_and_prune_show_and_remove_only_stale_artifacts(tmp_path, monkeypatch, capsys):
+    store = Store(tmp_path)
+    store.get_or_make("influence", {"seed": 0}, lambda: ({"x": torch.zeros(1000)}, {}))
+    store.get_or_make("mixing", {"k": 1}, lambda: ({"x": torch.zeros(10)}, {}))
+    monkeypatch.setitem(VERSIONS, "influence", 2)
+    rows = {row["kind"]: row for row in store.listing()}
+    assert rows["influence"]["stale"] and not rows["mixing"]["stale"] and rows["influence"]["bytes"] > 4000
+    assert main(["store", "list", "--store", str(tmp_path)]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[2].split()[0] == "influence" and table[2].split()[-1] == "1" and table[3].split()[-1] == "0"
+    assert main(["store", "prune", "--store", str(tmp_path)]) == 0
+    assert "removed 1 stale" in capsys.readouterr().out
+    assert [row["kind"] for row in store.listing()] == ["mixing"] and store.exists("mixing", {"k": 1})
+    assert not store.path("influence", {"seed": 0}).exists()
