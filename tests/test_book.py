@@ -38,6 +38,8 @@ def test_smoke_book_executes_every_section_and_builds_with_warnings_as_errors(sm
         assert "How this page was made" in page and "not CIFAR-10" in page, section  # the header box
         assert "<img" in page, section  # its figures
         assert "pasted-text" in page, section  # numbers in the prose are glued from the executed notebook
+        assert "<p>|" not in page, section  # a displayed Markdown table left as a paragraph of text
+    assert "<table" in (index.parent / "book" / "distillation.html").read_text()  # its accuracy table, rendered
     assert "application/vnd.jupyter.widget-state+json" in (index.parent / "book" / "semantics.html").read_text()
     # unchanged notebooks, parameters and ddnb source: nothing is executed again
     executed = {path: path.stat().st_mtime_ns for path in (ROOT / "book").glob("*.ipynb")}
