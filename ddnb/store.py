@@ -34,8 +34,10 @@ SUFFIX = ".safetensors"
 
 # What each kind of artifact holds, by version. Bump a kind's number with any change to ddnb that alters what
 # it stores for the same config (a fixed bug, a changed algorithm or default): the store then remakes that
-# kind's old artifacts instead of serving them. Results made from others key them by config or fingerprint,
-# so a remade input is followed by its remade results. Unlisted kinds, and sidecars without a version, are 1.
+# kind's old artifacts instead of serving them. Results made from a set key it by its fingerprint, so a remade
+# set is followed by remade results; sets, experts, pools and real-trained models key the data by its config,
+# not its pixels, so a change to the decoded data ("dataset") needs those kinds bumped with it. Unlisted kinds,
+# and sidecars without a version, are 1.
 VERSIONS: dict[str, int] = {
     "dataset": 1,  # decoded pixels (ddnb.data.sources)
     "distilled": 1, "checkpoint": 1, "expert": 1,  # ddnb.distill; a checkpoint moves with its set's version
@@ -279,7 +281,7 @@ class Store:
         """One row per artifact: ``kind``, ``path``, ``created`` (UTC), ``bytes`` (tensors and sidecar),
         ``wall_s`` (what making it took; 0 when not recorded) and ``stale`` (made by another version of its kind)."""
         return [{"kind": sidecar["kind"], "path": path, "created": sidecar["created"],
-                 "bytes": (path.stat().st_size if path.exists() else 0) + path.with_suffix(".json").stat().st_size,
+                 "bytes": (path.stat().st_size if path.exists() else 0) + _sidecar(path).stat().st_size,
                  "wall_s": sidecar.get("cost", {}).get("wall_s", 0.0),
                  "stale": sidecar.get("version", 1) != kind_version(sidecar["kind"])}
                 for path, sidecar in self.sidecars()]
