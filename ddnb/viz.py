@@ -25,10 +25,7 @@ def image_grid(pixels: torch.Tensor, labels: torch.Tensor, classes: Sequence[str
     num_classes = len(classes)
     per_class = max(1, len(pixels) // num_classes)
     columns = per_row or per_class
-    height = num_classes * 0.8  # inches
-    figure, axes = plt.subplots(num_classes, columns, figsize=(columns * 0.8, height), squeeze=False)
-    # the title just above its own grid: matplotlib's default leaves 12 % of the height (a row and more) between them
-    figure.subplots_adjust(top=1 - 0.35 / height)
+    figure, axes = plt.subplots(num_classes, columns, figsize=(columns * 0.8, num_classes * 0.8), squeeze=False)
     order = torch.argsort(labels if labels.dim() == 1 else labels.argmax(1), stable=True)
     for ax in axes.flat:
         ax.axis("off")
@@ -38,8 +35,16 @@ def image_grid(pixels: torch.Tensor, labels: torch.Tensor, classes: Sequence[str
             axes[row, column].imshow(pixels[index].clamp(0, 1).permute(1, 2, 0).cpu().numpy())
     for row, name in enumerate(classes):
         axes[row, 0].text(-4, 16, name, ha="right", va="center", fontsize=8)
-    figure.suptitle(title, y=1 - 0.05 / height, va="top")
+    _title_just_above(figure, title)
     return figure
+
+
+def _title_just_above(figure, title: str) -> None:
+    """``title`` over a grid of images, close to it: matplotlib's default leaves 12 % of the figure's height above
+    the grid (a row and more for ten rows), so on a page of grids a title sat nearer the grid before its own."""
+    height = figure.get_figheight()  # inches
+    figure.subplots_adjust(top=1 - 0.35 / height)
+    figure.suptitle(title, y=1 - 0.05 / height, va="top")
 
 
 def curves(x: Sequence[float], series: Mapping[str, tuple[Sequence[float], Sequence[float] | None]], xlabel: str, ylabel: str,
@@ -124,6 +129,6 @@ def attribute_examples(pixels: torch.Tensor, attributes: Mapping[str, torch.Tens
         for column, index in enumerate(having):
             axes[row, column].imshow(pixels[index].clamp(0, 1).permute(1, 2, 0).cpu().numpy())
         axes[row, 0].text(-4, pixels.shape[-2] / 2, f"{name} ({int(attributes[name].sum())})", ha="right", va="center", fontsize=8)
-    figure.suptitle(title, y=1 - 0.05 / height, va="top")
+    _title_just_above(figure, title)
     return figure
 
