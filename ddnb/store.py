@@ -53,6 +53,15 @@ def kind_version(kind: str) -> int:
     return VERSIONS.get(kind, 1)
 
 
+def _made_by(sidecar: dict[str, Any]) -> int:
+    """The version of its kind an artifact was made by (1 for sidecars written before kinds had versions)."""
+    return sidecar.get("version", 1)
+
+
+def _stale(sidecar: dict[str, Any]) -> bool:
+    return _made_by(sidecar) != kind_version(sidecar["kind"])
+
+
 @dataclass
 class Artifact:
     """Tensors plus the config that made them and free-form metadata (JSON-serialisable)."""
@@ -211,7 +220,7 @@ class Store:
         if not (path.exists() and _sidecar(path).exists()):
             return False
         try:
-            return read_sidecar(path).get("version", 1) == kind_version(kind)
+            return not _stale(read_sidecar(path))
         except DdnbError:
             return False  # unreadable: made again, and the new one replaces it
 
@@ -248,10 +257,10 @@ class Store:
         Returns where it now lives; an artifact already there is left as it is. One made by another version of
         its kind is refused (``DdnbError``): this ddnb would make it again rather than use it."""
         artifact = load_artifact(path)
-        made_by, current = read_sidecar(path).get("version", 1), kind_version(artifact.kind)
-        if made_by != current:
-            raise DdnbError(f"{artifact_path(path)} holds version {made_by} of {artifact.kind!r} and this ddnb makes version "
-                            f"{current}: not added, it would be made again anyway")
+        sidecar = read_sidecar(path)
+        if _stale(sidecar):
+            raise DdnbError(f"{artifact_path(path)} holds version {_made_by(sidecar)} of {artifact.kind!r} and this ddnb makes "
+                            f"version {kind_version(artifact.kind)}: not added, it would be made again anyway")
         target = self.path(artifact.kind, artifact.config)
         if not self.exists(artifact.kind, artifact.config):
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -283,7 +292,7 @@ class Store:
         return [{"kind": sidecar["kind"], "path": path, "created": sidecar["created"],
                  "bytes": (path.stat().st_size if path.exists() else 0) + _sidecar(path).stat().st_size,
                  "wall_s": sidecar.get("cost", {}).get("wall_s", 0.0),
-                 "stale": sidecar.get("version", 1) != kind_version(sidecar["kind"])}
+                 "stale": _stale(sidecar)}
                 for path, sidecar in self.sidecars()]
 
     def prune(self) -> list[Path]:
