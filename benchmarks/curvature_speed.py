@@ -2,7 +2,7 @@
 
     python benchmarks/curvature_speed.py --device cpu --threads 2 --real-probes 16 --out benchmarks/results/curvature-speed-cpu.json
     python benchmarks/curvature_speed.py --device cuda --out benchmarks/results/curvature-speed-cuda.json \
-        --batch-size 500 --hvp-batch 500 --hvp-vectors 16 --sample-size 128
+        --batch-size 500 --hvp-batch 500 --hvp-vectors 16 --sample-size 128   # 24 s on an H200
     # a quick check that it runs (about 5 minutes on one busy core):
     python benchmarks/curvature_speed.py --device cpu --threads 1 --distilled-probes 8 --paper-max-probes 10 \
         --reference-probes 8 --hvp-batch 32 --hvp-vectors 2 --real-size 500 --real-probes 3 --sampled-probes 32 \
@@ -12,9 +12,13 @@ The default ConvNet (320,010 parameters) at initialisation (seed 0) on shapes (3
 in one process, side by side:
 
 1. Seconds per Hessian-vector product on one batch, four ways: graph reuse (one ``autograd.grad`` per
-   vector on a retained double-backward graph), autograd with ``is_grads_batched`` (vmap over the vectors),
-   ``torch.func`` vmap over ``vjp`` of ``grad``, and ``torch.func`` vmap over ``jvp`` of ``grad``
-   (forward-over-reverse). The create-graph gradient g and the per-product cost h of graph reuse give the
+   vector on a retained double-backward graph), one vmapped ``autograd.grad`` over all the vectors on that graph
+   (``autograd_is_grads_batched``), ``torch.func`` vmap over ``vjp`` of ``grad``, and ``torch.func`` vmap over
+   ``jvp`` of ``grad`` (forward-over-reverse). On CUDA (torch 2.11) plain ``is_grads_batched`` fails inside
+   GroupNorm's double backward (a legacy-vmap batching rule of ``mul``; benchmarks/README.md), so the vmapped
+   ``autograd.grad`` is tried in the variants of ``AUTOGRAD_VARIANTS`` and reported as the first that runs (its
+   ``variant`` says which); every variant's outcome is kept, and when the plain one fails, a diagnosis over
+   small layer stacks (``diagnose_batched_double_backward``). The create-graph gradient g and the per-product cost h of graph reuse give the
    predicted speed-up of graph reuse at k probes over many batches, k (g + h) / (g + k h).
 2. A "distilled-like" set of 100 images (10 random real images per class, the size of an IPC-10 distilled
    set): ours (``hutchinson_trace``) against the naive way (``naive_hutchinson_trace``: PyHessian, the
@@ -33,7 +37,8 @@ in one process, side by side:
    noise), and the speed-ups carry a 95% interval from the F distribution of the two sample variances.
    The paper's stopping rule is applied to the full-data and the sampled sequences for context.
 
-Seconds are wall-clock on whatever else the machine runs; on a shared machine rerun before trusting ratios.
+The JSON is written after each part, so a run stopped from outside keeps what it measured. Seconds are
+wall-clock on whatever else the machine runs; on a shared machine rerun before trusting ratios.
 The CPU run above took 6.8 minutes on two free cores (2026-12-02; the paper's rule on the distilled-like set
 stops after a random number of probes, so the total varies a little).
 """
@@ -41,14 +46,18 @@ stops after a random number of probes, so the total varies a little).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import json
 import math
 import time
+import traceback
 from pathlib import Path
 
 import scipy.stats
 import torch
 import torch.nn.functional as F
+from torch import nn
 from torch.func import functional_call, grad, jvp, vjp, vmap
 
 from ddnb.analysis.curvature import (
@@ -92,12 +101,30 @@ def _cat(named: dict[str, torch.Tensor] | tuple[torch.Tensor, ...]) -> torch.Ten
     return torch.cat([t.flatten(1) for t in values], dim=1)
 
 
-def hvp_autograd_batched(net, images, labels, matrix: torch.Tensor) -> torch.Tensor:
-    """H @ V^T on one batch with a single vmapped double-backward (``is_grads_batched``): [k, P]."""
-    params = trainable_parameters(net)
-    grads = torch.autograd.grad(F.cross_entropy(net(images), labels), list(params.values()), create_graph=True)
-    return _cat(torch.autograd.grad(grads, list(params.values()), grad_outputs=list(_split(matrix, params).values()),
-                                    is_grads_batched=True))
+AUTOGRAD_VARIANTS = ("is_grads_batched", "is_grads_batched_contiguous", "func_vmap_of_autograd_grad", "is_grads_batched_cudnn_off")
+
+
+def hvp_autograd_batched(net, images, labels, matrix: torch.Tensor, variant: str = "is_grads_batched") -> torch.Tensor:
+    """H @ V^T on one batch with a single vmapped double-backward of a retained create-graph gradient: [k, P].
+
+    ``variant``: ``is_grads_batched`` (``torch.autograd.grad(..., is_grads_batched=True)``, the vectors as views of
+    ``matrix``, as ``ddnb.analysis.curvature`` passes them), ``is_grads_batched_contiguous`` (the same with each
+    vector piece made contiguous), ``func_vmap_of_autograd_grad`` (``torch.func.vmap`` over ``autograd.grad``:
+    the same double-backward through torch.func's batching rules instead of ``is_grads_batched``'s legacy
+    ``torch._vmap_internals``), or ``is_grads_batched_cudnn_off`` (the first, with cuDNN disabled for both passes).
+    """
+    if variant not in AUTOGRAD_VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}")
+    flags = torch.backends.cudnn.flags(enabled=False) if variant.endswith("cudnn_off") else contextlib.nullcontext()
+    with flags:
+        params = trainable_parameters(net)
+        grads = torch.autograd.grad(F.cross_entropy(net(images), labels), list(params.values()), create_graph=True)
+        pieces = list(_split(matrix, params).values())
+        if variant == "is_grads_batched_contiguous":
+            pieces = [piece.contiguous() for piece in pieces]
+        if variant == "func_vmap_of_autograd_grad":
+            return _cat(vmap(lambda *v: torch.autograd.grad(grads, list(params.values()), grad_outputs=v, retain_graph=True))(*pieces))
+        return _cat(torch.autograd.grad(grads, list(params.values()), grad_outputs=pieces, is_grads_batched=True))
 
 
 def _loss_of(net, images, labels):
@@ -118,8 +145,67 @@ def hvp_func_jvp(net, images, labels, matrix: torch.Tensor) -> torch.Tensor:
     return _cat(vmap(lambda tangent: jvp(gradient, (params,), (tangent,))[1])(_split(matrix, params)))
 
 
+def _failure(error: Exception) -> dict:
+    """An exception as JSON: its type and message, and the end of its traceback (C++ frames too when
+    TORCH_SHOW_CPP_STACKTRACES=1 is set)."""
+    return {"error": f"{type(error).__name__}: {error}"[:1500], "traceback": traceback.format_exc()[-4000:]}
+
+
+def _timed_method(method, net, images, labels, matrix, reference, device) -> dict:
+    """Seconds per product of one HVP method after a one-vector warm-up, and its deviation from graph reuse."""
+    try:
+        method(net, images, labels, matrix[:1])  # warm-up
+        seconds, products = _timed(lambda: method(net, images, labels, matrix), device)
+    except Exception as error:  # noqa: BLE001 - a method that fails on this device is a finding, not a crash
+        return _failure(error)
+    deviation = float((products - reference).abs().max() / reference.abs().max())
+    return {"seconds_per_product": seconds / len(matrix), "max_relative_deviation": deviation}
+
+
+def diagnose_batched_double_backward(device: torch.device, batch: int, vectors: int = 2) -> dict:
+    """Which layer of the ConvNet breaks ``is_grads_batched``: the double-backward of small stacks, at two batch sizes.
+
+    Each case is a prefix of the ConvNet's first block (3 -> 128 channels, 32 x 32) then Flatten and a linear head,
+    on random data; "ok" or the error. Runs only when the full network's batched double-backward failed.
+    """
+    width = 128
+    stacks = {
+        "conv": lambda: [nn.Conv2d(3, width, 3, padding=1)],
+        "conv+groupnorm": lambda: [nn.Conv2d(3, width, 3, padding=1), nn.GroupNorm(width, width)],
+        "conv+relu+avgpool": lambda: [nn.Conv2d(3, width, 3, padding=1), nn.ReLU(), nn.AvgPool2d(2)],
+        "groupnorm_only": lambda: [nn.GroupNorm(3, 3)],
+        "conv+relu+conv": lambda: [nn.Conv2d(3, width, 3, padding=1), nn.ReLU(), nn.Conv2d(width, width, 3, padding=1)],
+        "conv+groupnorm+relu+avgpool+conv": lambda: [nn.Conv2d(3, width, 3, padding=1), nn.GroupNorm(width, width), nn.ReLU(),
+                                                     nn.AvgPool2d(2), nn.Conv2d(width, width, 3, padding=1)],
+    }
+    report = {}
+    for n in sorted({min(batch, 100), batch}):
+        generator = torch.Generator().manual_seed(0)
+        images = torch.randn(n, 3, 32, 32, generator=generator).to(device)
+        labels = torch.randint(10, (n,), generator=generator).to(device)
+        for name, layers in stacks.items():
+            torch.manual_seed(0)
+            body = nn.Sequential(*layers(), nn.Flatten()).to(device)
+            features = body(images[:1]).shape[1]
+            net = nn.Sequential(body, nn.Linear(features, 10)).to(device).eval()
+            matrix = rademacher_probes(vectors, parameter_count(net), seed=1, device=device)
+            for variant in ("is_grads_batched", "func_vmap_of_autograd_grad"):
+                try:
+                    hvp_autograd_batched(net, images, labels, matrix, variant)
+                    outcome = "ok"
+                except Exception as error:  # noqa: BLE001
+                    outcome = f"{type(error).__name__}: {str(error).splitlines()[0][:300]}"
+                report[f"batch {n}: {name}: {variant}"] = outcome
+            _sync(device)
+    return report
+
+
 def hvp_methods(net, images, labels, vectors: int, device: torch.device) -> dict:
-    """Seconds per product of each HVP method on one batch, and its largest deviation from graph reuse."""
+    """Seconds per product of each HVP method on one batch, and its largest deviation from graph reuse.
+
+    ``autograd_is_grads_batched`` is reported under the first of ``AUTOGRAD_VARIANTS`` that runs on this device
+    (its ``variant`` says which); every variant's outcome is kept under ``autograd_variants``.
+    """
     matrix = rademacher_probes(vectors, parameter_count(net), seed=1, device=device)
     reuse = lambda: hessian_vector_products(net, images, labels, matrix, batch_size=len(images))  # noqa: E731
     reuse()  # warm-up
@@ -130,13 +216,18 @@ def hvp_methods(net, images, labels, vectors: int, device: torch.device) -> dict
     report = {"batch": len(images), "vectors": vectors, "create_graph_gradient_seconds": graph_seconds,
               "graph_reuse": {"seconds_per_product": seconds / vectors,
                               "seconds_per_product_without_graph": (seconds - graph_seconds) / vectors}}
-    for name, method in [("autograd_is_grads_batched", hvp_autograd_batched), ("func_vmap_vjp_of_grad", hvp_func_vjp),
-                         ("func_vmap_jvp_of_grad", hvp_func_jvp)]:
-        method(net, images, labels, matrix[:1])  # warm-up
-        seconds, products = _timed(lambda: method(net, images, labels, matrix), device)
-        deviation = float((products - reference).abs().max() / reference.abs().max())
-        report[name] = {"seconds_per_product": seconds / vectors, "max_relative_deviation": deviation}
-    methods = {k: v["seconds_per_product"] for k, v in report.items() if isinstance(v, dict)}
+    variants = {variant: _timed_method(functools.partial(hvp_autograd_batched, variant=variant), net, images, labels,
+                                       matrix, reference, device) for variant in AUTOGRAD_VARIANTS}
+    working = [variant for variant, outcome in variants.items() if "error" not in outcome]
+    report["autograd_is_grads_batched"] = {**variants[working[0]], "variant": working[0]} if working else \
+        {"error": variants["is_grads_batched"]["error"], "variant": None}
+    report["autograd_variants"] = variants
+    if "error" in variants["is_grads_batched"]:
+        report["is_grads_batched_diagnosis"] = diagnose_batched_double_backward(device, len(images))
+    for name, method in [("func_vmap_vjp_of_grad", hvp_func_vjp), ("func_vmap_jvp_of_grad", hvp_func_jvp)]:
+        report[name] = _timed_method(method, net, images, labels, matrix, reference, device)
+    methods = {k: v["seconds_per_product"] for k, v in report.items()
+               if isinstance(v, dict) and "seconds_per_product" in v and k != "autograd_variants"}
     report["fastest"] = min(methods, key=methods.get)
     return report
 
@@ -157,7 +248,7 @@ def _error(estimate: float, reference: dict) -> dict:
     """An estimate's error against a reference {"estimate", "stderr"}: absolute, relative, in reference stderrs."""
     error = estimate - reference["estimate"]
     return {"error": error, "relative_error": error / abs(reference["estimate"]),
-            "error_in_reference_stderrs": error / reference["stderr"] if reference["stderr"] else None}
+            "error_in_reference_stderrs": error / reference["stderr"] if reference["stderr"] > 0 else None}  # NaN: unknown
 
 
 def paper_rule(net, images, labels, max_probes: int, tol: float, batch_size: int, device: torch.device,
@@ -219,7 +310,8 @@ def sampled_costs(net, images, labels, probes: int, sample_size: int, per_batch:
                   device: torch.device) -> dict:
     """(c) the doubly stochastic estimator: seconds and std per batch group, and its variance components."""
     seconds, estimate = _timed(lambda: sampled_hutchinson_trace(
-        net, images, labels, probes, seed=1, sample_size=sample_size, probes_per_batch=per_batch, batch_size=batch_size), device)
+        net, images, labels, probes, probe_seed=1, images_per_batch=sample_size, probes_per_batch=per_batch,
+        chunk_size=batch_size), device)
     groups = estimate.values.view(-1, per_batch)  # [groups, probes_per_batch]; seed 1: independent of (a) and (b)
     within = float(groups.var(1).mean()) if per_batch > 1 else float("nan")  # probe noise given the batch
     return {"sample_size": sample_size, "probes_per_batch": per_batch, "probes": probes, "groups": len(groups),
@@ -358,15 +450,25 @@ def main() -> None:
               "torch": torch.__version__, "net": "convnet", "parameters": parameter_count(net), "data": "shapes",
               "options": {k: v for k, v in vars(args).items() if k != "out"}}
     start = time.perf_counter()
+
+    def write() -> None:  # after every part, so that a run stopped from outside keeps what it measured
+        report["total_seconds"] = time.perf_counter() - start
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=1) + "\n")
+
     report["hvp_per_product"] = hvp = hvp_methods(net, real[0][: args.hvp_batch], real[1][: args.hvp_batch], args.hvp_vectors, device)
-    _print("hvp", hvp)
+    _print("hvp", {k: v for k, v in hvp.items() if k not in ("autograd_variants", "is_grads_batched_diagnosis")})
+    for variant, outcome in hvp["autograd_variants"].items():
+        print("  autograd variant", variant, outcome.get("seconds_per_product") or outcome["error"][:300], flush=True)
+    for case, outcome in hvp.get("is_grads_batched_diagnosis", {}).items():
+        print("  diagnosis", case, outcome, flush=True)
     g, h = hvp["create_graph_gradient_seconds"], hvp["graph_reuse"]["seconds_per_product_without_graph"]
     report["predicted_speedup_at_64_probes"] = 64 * (g + h) / (g + 64 * h)
+    write()
     report["distilled_like_100"] = distilled_part(net, real[0][small], real[1][small], args, device)
+    write()
     report[f"real_subsample_{len(real[0])}"] = real_part(net, *real, args, device, hvp)
-    report["total_seconds"] = time.perf_counter() - start
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=1) + "\n")
+    write()
 
 
 if __name__ == "__main__":

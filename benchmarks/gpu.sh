@@ -1,25 +1,71 @@
 #!/usr/bin/env bash
 # Every GPU check in one command, for a session lent a GPU machine for a few minutes (see benchmarks/README.md):
 #
-#     bash benchmarks/gpu.sh            # results in $OUT when set (the device tool's folder), else benchmarks/results
+#     bash benchmarks/gpu.sh            # on the GPU machine: results in $OUT when set (the device tool's folder), else benchmarks/results
+#     DRY=1 bash benchmarks/gpu.sh      # here, on the CPU, with tiny settings: do the scripts run? (results in /tmp/gpu-dry)
 #
-# In order of worth, each under its own time limit so that one slow step cannot eat the others' time (about 9 min
-# at most in all): the distillation step speed of issue 3 (the one the README lacks), the GPU-only unit test, the
-# stacked-training ratio, then the leave-one-out job. Needs PyTorch with CUDA and ddnb's other imports (safetensors,
-# tqdm, psutil, pillow); uses only the embedded `shapes` data. Copy the JSON files into benchmarks/results and run
-# `PYTHONPATH=. python benchmarks/report.py` to put them in the tables.
+# At most 8 minutes wall in all (GPU_BUDGET seconds, default 470, for the steps; each step also has its own
+# limit, cut to what is left) and 5 files: one log (gpu.log, every step's output and how it ended)
+# and one JSON per benchmark. In order of worth:
+#   step-profile-cuda.json     benchmarks/step_profile.py: where a ConvNet-128 step's time goes, instance-norm candidates (150 s)
+#   curvature-speed-cuda.json  benchmarks/curvature_speed.py at the documented GPU settings (90 s)
+#   distill-speed-cuda.json    benchmarks/distill_speed.py: one step of each distiller at its published settings (150 s)
+#   influence-speed-cuda.json  benchmarks/influence_speed.py, ConvNet, the 101 models x 40 steps (60 s)
+#   the GPU unit tests: every tests/*.py that mentions cuda, -k cuda (30 s)
+# A script stopped at its limit keeps what it wrote (the scripts write their JSON as they go, except
+# distill_speed and influence_speed, which write at the end). Needs PyTorch with CUDA and ddnb's other imports
+# (numpy, scipy, safetensors, tqdm, psutil, pillow), pytest for the tests; uses only generated data (`shapes`).
+# Copy the JSON files into benchmarks/results and run `PYTHONPATH=. python benchmarks/report.py`.
 set -uo pipefail
-out=${OUT:-benchmarks/results}
+dry=${DRY:-0}
+if [ "$dry" = 1 ]; then dev=cpu; out=${OUT:-/tmp/gpu-dry}; else dev=cuda; out=${OUT:-benchmarks/results}; fi
+python=${PYTHON:-python3}
+budget=${GPU_BUDGET:-$([ "$dry" = 1 ] && echo 1500 || echo 470)}
 mkdir -p "$out"
-export PYTHONPATH=. PYTHONUNBUFFERED=1
-python3 -c "import torch; print(torch.__version__, torch.cuda.get_device_name())" || exit 1
-step() {  # step SECONDS NAME COMMAND...: run, report how it ended, go on either way
+log="$out/gpu.log"
+: > "$log"
+export PYTHONPATH=. PYTHONUNBUFFERED=1 TORCH_SHOW_CPP_STACKTRACES=1
+export DDNB_STORE=${DDNB_STORE:-/tmp/ddnb-gpu-store}  # the shapes cache; nothing is kept
+began=$SECONDS
+
+say() { echo "$*" | tee -a "$log"; }
+
+step() {  # step SECONDS NAME COMMAND...: run under min(SECONDS, what is left), log it, go on either way
     local limit=$1 name=$2; shift 2
+    local left=$((budget - (SECONDS - began)))
+    if [ "$left" -lt 15 ]; then say "== $name: skipped, ${left} s of the ${budget} s budget left"; return; fi
+    [ "$limit" -gt "$left" ] && limit=$left
+    say "== $name: start at $((SECONDS - began)) s, limit ${limit} s: $*"
     local start=$SECONDS
-    timeout "$limit" "$@" 2>&1 | tee "$out/$name.log"
-    echo "== $name: exit ${PIPESTATUS[0]} after $((SECONDS - start)) s"
+    timeout --kill-after=5 "$limit" "$@" >> "$log" 2>&1
+    local code=$?
+    say "== $name: exit $code after $((SECONDS - start)) s$([ $code = 124 ] && echo ' (stopped at its limit)')"
 }
-step 300 distill-speed python3 benchmarks/distill_speed.py --device cuda --out "$out/distill-speed-cuda.json"
-step 60 gpu-test python3 -m pytest -q -p no:cacheprovider tests/test_augment.py -k cuda -rs
-step 60 stacked-speed python3 benchmarks/stacked_speed.py --device cuda --out "$out/stacked-speed-cuda.json"
-step 120 influence-speed python3 benchmarks/influence_speed.py --device cuda --out "$out/influence-speed-cuda.json"
+
+say "== gpu.sh $(date -u +%FT%TZ) dry=$dry device=$dev out=$out budget=${budget}s"
+git rev-parse HEAD >> "$log" 2>&1 || true
+{ command -v nvidia-smi > /dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv; } >> "$log" 2>&1
+$python -c "import torch, sys; print('python', sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.version.cuda,
+'cudnn', torch.backends.cudnn.version(), 'gpu', torch.cuda.get_device_name() if torch.cuda.is_available() else None)" 2>&1 | tee -a "$log"
+if [ "$dry" != 1 ]; then $python -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'" >> "$log" 2>&1 || { say "no CUDA: stop"; exit 1; }; fi
+
+if [ "$dry" = 1 ]; then
+    step 300 step-profile $python benchmarks/step_profile.py --device cpu --quick --batch 8 --out "$out/step-profile-$dev.json"
+    step 300 curvature-speed $python benchmarks/curvature_speed.py --device cpu --threads 1 --distilled-probes 4 --paper-max-probes 5 \
+        --reference-probes 4 --hvp-batch 16 --hvp-vectors 2 --real-size 200 --real-probes 2 --sampled-probes 8 --batch-size 100 \
+        --sample-size 16 --out "$out/curvature-speed-$dev.json"
+    step 600 distill-speed $python benchmarks/distill_speed.py --device cpu --repeats 1 --methods dm --out "$out/distill-speed-$dev.json"
+    step 300 influence-speed $python benchmarks/influence_speed.py --device cpu --nets convnet-tiny --steps 2 --test-images 20 \
+        --chunk-size 4 --out "$out/influence-speed-$dev.json"
+else
+    step 150 step-profile $python benchmarks/step_profile.py --device cuda --budget 125 --out "$out/step-profile-$dev.json"
+    step 90 curvature-speed $python benchmarks/curvature_speed.py --device cuda --batch-size 500 --hvp-batch 500 --hvp-vectors 16 \
+        --sample-size 128 --out "$out/curvature-speed-$dev.json"
+    step 150 distill-speed $python benchmarks/distill_speed.py --device cuda --out "$out/distill-speed-$dev.json"
+    step 60 influence-speed $python benchmarks/influence_speed.py --device cuda --nets convnet --steps 40 --out "$out/influence-speed-$dev.json"
+fi
+tests=$(grep -l cuda tests/test_*.py | tr '\n' ' ')
+# shellcheck disable=SC2086
+step 30 gpu-tests $python -m pytest -q -p no:cacheprovider $tests -k cuda -rs
+rm -f "$out"/*.tmp
+say "== done after $((SECONDS - began)) s; files: $(cd "$out" && ls | tr '\n' ' ')"

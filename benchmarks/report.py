@@ -45,10 +45,10 @@ def speed_table() -> str:
         if report is None:
             continue
         reference = report["training_step"]
-        rows.append(f"| {report['device']} | plain training step (batch 256) | {reference['seconds']:.3f} | "
+        rows.append(f"| {report['device']} | plain training step (batch 256) | {reference['seconds']:.4g} | "
                     f"{reference['flops'] / 1e9:.1f} | {reference['flops_per_second'] / 1e9:.1f} | 1.00 | |")
         for method, r in report["methods"].items():
-            rows.append(f"| {report['device']} | {method} | {r['seconds']:.3f} | {r['flops'] / 1e9:.1f} | "
+            rows.append(f"| {report['device']} | {method} | {r['seconds']:.4g} | {r['flops'] / 1e9:.1f} | "
                         f"{r['flops_per_second'] / 1e9:.1f} | {r['fraction_of_training_throughput']:.2f} | "
                         f"{r['peak_memory_bytes'] / 2**20:.0f} |")
     return "\n".join(rows)
@@ -64,8 +64,8 @@ def influence_table() -> str:
             batched, sequential, ceiling = r["batched"], r["sequential"], r.get("batch_ceiling")
             bound = f"{ceiling['ceiling']:.2f}" if ceiling else "-"
             gflops = f"{ceiling['gflops_at_n']:.0f}" if ceiling else "-"
-            rows.append(f"| {report['device']} | {net} | {r['steps']} | {batched['seconds_per_model_step']:.3f} | "
-                        f"{sequential['seconds_per_model_step']:.3f} | {r['speedup']:.2f} | {bound} | {gflops} | "
+            rows.append(f"| {report['device']} | {net} | {r['steps']} | {batched['seconds_per_model_step']:.3g} | "
+                        f"{sequential['seconds_per_model_step']:.3g} | {r['speedup']:.2f} | {bound} | {gflops} | "
                         f"{batched['extrapolated_101x300_seconds'] / 60:.0f} / {sequential['extrapolated_101x300_seconds'] / 60:.0f} min | "
                         f"{report['threads']} |")
     return "\n".join(rows)
@@ -135,7 +135,9 @@ def curvature_table() -> str:
         report = _load(name)
         if report is None:
             continue
-        device, small = report["device"], report["distilled_like_100"]
+        device, small = report["device"], report.get("distilled_like_100")
+        if small is None:  # a run stopped before its second part
+            continue
         speed = small["speed"]
         rows.append(f"| {device} | distilled-like, {speed['images']} images | the same probes, the same estimate "
                     f"({speed['ours']['estimate']:.1f} ± {speed['ours']['stderr']:.1f}) | {speed['probes']} | "
@@ -147,7 +149,9 @@ def curvature_table() -> str:
                         f"after {rule['probes_used']} probes, {100 * rule['vs_reference']['relative_error']:+.1f} % off a "
                         f"{rule['reference']['probes']}-probe reference | {rule['probes_used']} | {rule['naive']['seconds']:.1f} s | "
                         f"{rule['ours']['seconds']:.1f} s | {rule['speedup']:.2f}x |")
-        real = next(value for key, value in report.items() if key.startswith("real_subsample_"))
+        real = next((value for key, value in report.items() if key.startswith("real_subsample_")), None)
+        if real is None:
+            continue
         comparison, full = real["comparison"], real["full"]
         for how in ("sample", "formula"):
             r = comparison[f"by_{how}_std"]
@@ -164,13 +168,62 @@ def curvature_table() -> str:
 
 def hvp_table() -> str:
     ways = ("graph_reuse", "autograd_is_grads_batched", "func_vmap_vjp_of_grad", "func_vmap_jvp_of_grad")
-    rows = ["| device | batch | " + " | ".join(ways) + " | fastest |", "|---|---|" + "---|" * (len(ways) + 1)]
+    rows = ["| device | batch | vectors | " + " | ".join(ways) + " | fastest |", "|---|---|---|" + "---|" * (len(ways) + 1)]
     for name in ("curvature-speed-cpu.json", "curvature-speed-cuda.json"):
         report = _load(name)
         if report is not None:
             hvp = report["hvp_per_product"]
-            rows.append(f"| {report['device']} | {hvp['batch']} | " + " | ".join(f"{hvp[w]['seconds_per_product']:.3f} s" for w in ways)
-                        + f" | {hvp['fastest']} |")
+            cells = []
+            for way in ways:
+                r = hvp[way]
+                cell = f"{r['seconds_per_product']:.3f} s" if "seconds_per_product" in r else "fails: " + r["error"].split(chr(10))[0][:80]
+                if r.get("variant") not in (None, "is_grads_batched"):
+                    cell += f" ({r['variant']}; plain is_grads_batched fails)"
+                cells.append(cell)
+            rows.append(f"| {report['device']} | {hvp['batch']} | {hvp['vectors']} | " + " | ".join(cells) + f" | {hvp['fastest']} |")
+    return "\n".join(rows)
+
+
+def step_profile_table() -> str:
+    """One row per instance-norm candidate of step_profile.py: ms per step, speed-up, equivalence to today's module."""
+    rows = ["| device | candidate | ms/step (median) | speed-up vs today's fp32 | logits max diff (same precision / vs fp32) "
+            "| gradients max diff (same precision / vs fp32) |", "|---|---|---|---|---|---|"]
+    for name in ("step-profile-cpu.json", "step-profile-cuda.json"):
+        report = _load(name)
+        for label, r in (report or {}).get("candidates", {}).items():
+            same, fp32 = r["vs_today_same_precision"], r["vs_fp32"]
+            rows.append(f"| {report['device']} | {label} | {r['ms']:.3f} | {r.get('speedup_vs_fp32_today', float('nan')):.2f}x | "
+                        f"{same['logits_max_abs']:.1e} / {fp32['logits_max_abs']:.1e} | {same['grads_max_abs']:.1e} / {fp32['grads_max_abs']:.1e} |")
+        for label, why in (report or {}).get("failed", {}).items():
+            if not label.endswith("(traceback)"):
+                rows.append(f"| {report['device']} | {label} | failed: {why.splitlines()[0][:100]} | | | |")
+        for label, why in (report or {}).get("skipped", {}).items():
+            rows.append(f"| {report['device']} | {label} | skipped: {why} | | | |")
+    return "\n".join(rows)
+
+
+def _kernel_name(name: str) -> str:
+    """A CUDA kernel's name without namespaces and template arguments; for a generic elementwise or reduction
+    kernel, the functor it runs in brackets."""
+    short = name.removeprefix("void ")
+    for prefix in ("at::native::", "(anonymous namespace)::", "cudnn::engines_precompiled::"):
+        short = short.replace(prefix, "")
+    base = re.split(r"[<(]", short, maxsplit=1)[0]
+    if base.endswith(("elementwise_kernel", "reduce_kernel")):
+        functor = re.search(r"(GroupNorm\w*|CUDAFunctor_\w+|threshold\w*|direct_copy\w*|\w+_functor|\w+Functor\w*)", short)
+        base += f" [{functor.group(1)}]" if functor else ""
+    return base[:70]
+
+
+def step_kernels_table() -> str:
+    """The kernels that take most of a ConvNet-128 step's device time, per precision (step_profile.py)."""
+    rows = ["| device | precision | step ms | kernel (share of the step's kernel time, ms per step) |", "|---|---|---|---|"]
+    for name in ("step-profile-cpu.json", "step-profile-cuda.json"):
+        report = _load(name)
+        for precision, r in (report or {}).get("profile", {}).items():
+            top = r.get("top_kernels", r.get("top_ops", []))[:6]
+            kernels = "; ".join(f"`{_kernel_name(k['name'])}` {k['share']:.0%} ({k['ms_per_step']:.3f})" for k in top)
+            rows.append(f"| {report['device']} | {precision} | {r['step_ms']:.3f} | {kernels} |")
     return "\n".join(rows)
 
 
@@ -253,6 +306,7 @@ def main() -> None:
               ("cifar10", cifar10_table()), ("memory", memory_table()), ("mixing", mixing_table()), ("semantics", semantics_table()), ("sections", sections_table()),
               ("book-costs", book_costs_table()),
               ("curvature", curvature_table()), ("hvp", hvp_table()),
+              ("step-profile", step_profile_table()), ("step-kernels", step_kernels_table()),
               ("bptt-search-cpu", bptt_search_table("bptt-search-cpu.json")),
               ("bptt-search-smoke", bptt_search_table("bptt-search-smoke.json")))
     for marker, table in tables:

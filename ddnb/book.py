@@ -1,15 +1,15 @@
 """``ddnb book``: execute the parameterized notebooks for a profile, then build the static HTML book.
 
 The book's sources sit at the repository root (``_config.yml``, ``_toc.yml``, ``book/``,
-``notebooks/``); the HTML goes to ``_build/html``. Sphinx warnings are errors. First the distilled sets
-and model pools are made (``make_inputs``); then each notebook in ``notebooks/`` is executed by papermill
+``notebooks/``); the HTML goes to ``_build/html``. Sphinx warnings are errors. First every result of the
+profile is made (``ddnb.sections.run_profile``, i.e. ``ddnb run``); then each notebook in ``notebooks/`` is executed by papermill
 with the profile's parameters as a job (``ddnb.jobs``: in this process or as a Ray task) whose result, the
 executed notebook, is kept in the store under its execution key (notebook, parameters, ddnb source) and
 copied into ``book/`` (git-ignored). An unchanged notebook is never executed twice.
 The JavaScript the pages need (the widget manager that renders saved ipywidgets, and MathJax) is installed
 from the npm registry (``package.json``, ``npm ci``) and copied into ``_assets/``, which Sphinx serves as
 static files: the book loads nothing from a CDN and works offline.
-``load_sets`` is what every notebook starts from: the profile, the data and the distilled sets.
+The notebooks only load those results and draw them (``ddnb.sections.open_page``).
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Sequence
@@ -29,64 +28,24 @@ import torch
 
 from ddnb import __version__
 from ddnb.errors import DdnbError
-from ddnb.jobs import Job, Runner, run_jobs
-from ddnb.profiles import Profile, get_profile
-from ddnb.store import artifact_path, read_sidecar
+from ddnb.distill import METHODS, Distilled
+from ddnb.jobs import Job, Runner, get_runner, run_jobs
+from ddnb.profiles import Profile
+from ddnb.sections import MissingResults, missing_results, open_inputs, run_profile
+from ddnb.sections.common import BOOK_METHODS as _METHODS
+from ddnb.store import Store, artifact_path, read_sidecar
 
 PACKAGE = Path(__file__).resolve().parent
 
 
-@dataclass
-class Run:
-    """What a notebook analyses, as ``load_sets`` returns it.
-
-    ``dataset`` is the profile's data in analysis space, ``sets`` the distilled sets by name (methods and
-    the reader's own), ``store`` where sets, pools and models are cached, and ``runner`` (``ddnb.jobs``) where
-    the notebook's missing pools are made: in this process, or as Ray tasks when ``load_sets`` got ``ray``.
-    """
-
-    profile: Profile
-    data_name: str
-    device: torch.device
-    ipc: int
-    dataset: object
-    sets: dict
-    store: object
-    runner: object
-
-
-def load_sets(profile: str, data: str | None, ipc: int | None, methods: list[str], seed: int = 0, device: str = "auto",
-              store: str | None = None, extra_sets: list[str] = (), ray: str | None = None) -> Run:
-    """The profile's data and one distilled set per method (made once, then loaded from the store), plus
-    ``extra_sets`` (paths of sets written by ``ddnb distill`` or ``ddnb import``) under their file names.
-    ``ray``: a Ray address (or ``$DDNB_RAY``; None and no variable: this process) where the missing sets are
-    made, as Ray tasks all at once; the returned ``Run.runner`` uses the same place for the pools."""
-    from ddnb.data import load_dataset
-    from ddnb.distill import Distilled, distill_presets
-    from ddnb.jobs import get_runner
-    from ddnb.store import Store
-    from ddnb.train import resolve_device
-
-    settings, device, store, runner = get_profile(profile, data), resolve_device(device), Store(store), get_runner(ray)
-    ipc = ipc or settings.ipc
-    dataset = load_dataset(settings.data, store, device)
-    sets = distill_presets(methods, settings.data, profile, ipc, seed, store, device, progress=False, runner=runner,
-                           loaded={settings.data: dataset})
-    sets |= {Path(path).name.removesuffix(".safetensors"): Distilled.load(path, device) for path in extra_sets}
-    return Run(settings, settings.data.name, device, ipc, dataset, sets, store, runner)
-
-
-BOOK_METHODS = ["random", "bptt", "dm", "gm", "mtt"]  # the random real baseline and the paper's four distillers
+BOOK_METHODS = list(_METHODS)
 
 
 def notebook_parameters(profile: Profile, device: str, store: str | None, methods: Sequence[str] = BOOK_METHODS,
                         extra_sets: Sequence[str | Path] = ()) -> dict:
     """What ``ddnb book`` passes to every notebook's ``parameters`` cell: the profile, the ``methods`` whose sets
     are made, and ``extra_sets`` (a reader's own set files, checked here so that a wrong path fails before any
-    work). (``ray`` stays None: the sets and pools are made before the notebooks run, and a notebook run as a
-    Ray task does its own work in place.)"""
-    from ddnb.distill import METHODS, Distilled
-
+    work)."""
     unknown = [method for method in methods if method not in METHODS]
     if unknown:
         raise DdnbError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}")
@@ -189,8 +148,6 @@ def notebook_jobs(root: Path, parameters: dict, gpus: float = 0) -> list[Job]:
 def execute_notebooks(root: Path, parameters: dict, runner: Runner | None = None) -> list[Path]:
     """Execute every ``notebooks/*.ipynb`` into ``book/`` (by ``runner``: in this process, or one Ray task each),
     re-using the executed copy in the store when the notebook, parameters and ddnb source are unchanged."""
-    from ddnb.store import Store
-
     gpus = float(parameters["device"] == "cuda")
     artifacts = run_jobs(notebook_jobs(root, parameters, gpus), Store(parameters["store"]), runner, desc="notebooks")
     outputs = []
@@ -243,42 +200,26 @@ def jupyter_book_command() -> list[str]:
     return [found]
 
 
-def make_inputs(profile: Profile, parameters: dict, runner: Runner | None = None) -> None:
-    """Make what the notebooks read from the store, as one wave of independent jobs (on Ray all at once):
-    each method's distilled set and the two model pools of section 4."""
-    from ddnb.analysis.dynamics import early_jobs, subset_jobs
-    from ddnb.data import load_dataset
-    from ddnb.distill import distill_job
-    from ddnb.store import Store
-    from ddnb.train import resolve_device
-
-    store, device = Store(parameters["store"]), resolve_device(parameters["device"])
-    dataset = load_dataset(profile.data, store, device)
-    loaded = {profile.data: dataset}  # one copy of each version of the data (plain, ZCA) for all the jobs
-    # each set shows its own progress bar (step, loss, rate): at cifar10-cpu one takes up to an hour
-    jobs = [distill_job(method, profile.data, profile.name, profile.ipc, 0, store, device, progress=True, loaded=loaded)
-            for method in parameters["methods"]]
-    jobs += subset_jobs(dataset, profile.analysis.pools) + early_jobs(dataset, profile.analysis.pools)
-    run_jobs(jobs, store, runner, desc="sets and pools")
-
-
 def build_book(profile: Profile, root: str | Path = ".", device: str = "auto", store: str | None = None,
-               ray: str | None = None, methods: Sequence[str] = BOOK_METHODS, extra_sets: Sequence[str | Path] = ()) -> Path:
-    """Execute the notebooks for ``profile`` and build the book at ``root``; returns the path of the HTML index.
-    ``methods``: whose sets are made and analysed (default random and the four distillers); ``extra_sets``:
-    the reader's own set files, analysed beside them in every section.
-
-    The distilled sets and model pools are made first (``make_inputs``), then the notebooks are executed;
-    with ``ray`` (a Ray address, or ``$DDNB_RAY``) both steps run as Ray tasks, and the store must be a
-    folder every worker reaches."""
-    from ddnb.jobs import get_runner
-
+               ray: str | None = None, methods: Sequence[str] = BOOK_METHODS, extra_sets: Sequence[str | Path] = (),
+               compute: bool = True) -> Path:
+    """``ddnb run`` for ``profile`` (unless not ``compute``), then the notebooks, then the HTML; returns the path of
+    the HTML index. ``methods``: whose sets are made and analysed (default random and the four distillers);
+    ``extra_sets``: the reader's own set files, analysed beside them in every section. Without ``compute`` a
+    result missing from the store stops the build (``MissingResults``, naming it) before any notebook runs.
+    With ``ray`` (a Ray address, or ``$DDNB_RAY``) the jobs and notebooks run as Ray tasks, and the store must be
+    a folder every worker reaches."""
     parameters = notebook_parameters(profile, device, store, methods, extra_sets)
     root = Path(root).resolve()
     if not (root / "_config.yml").exists() or not (root / "_toc.yml").exists():
         raise DdnbError(f"{root} holds no book (_config.yml and _toc.yml); run from the ddnb checkout or pass --root")
     runner = get_runner(ray)
-    make_inputs(profile, parameters, runner)
+    sets = parameters["extra_sets"]
+    if compute:
+        run_profile(profile.name, profile.data.name, profile.ipc, methods, 0, device, store, sets, runner)
+    missing = missing_results(open_inputs(profile.name, profile.data.name, profile.ipc, methods, 0, device, store, sets))
+    if missing:
+        raise MissingResults(missing, profile.name)
     execute_notebooks(root, parameters, runner)
     install_assets(root)
     command = jupyter_book_command() + ["build", str(root), "--path-output", str(root), "-W", "-n", "--keep-going"]

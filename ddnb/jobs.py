@@ -29,8 +29,7 @@ where ``execute_notebook(path, out) -> ({}, {"out": out})`` is a top-level funct
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
-from functools import partial
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterable, Protocol
 
 import torch
@@ -54,6 +53,11 @@ class Job:
     make: Make
     inputs: tuple = ()
     gpus: float = 0
+    needs: tuple["Job", ...] = ()  # jobs whose artifacts ``make`` takes after ``inputs``; they are made first
+
+    def maker(self, store: Store) -> Callable[[], tuple[dict[str, torch.Tensor], dict]]:
+        """``make`` with its inputs and the artifacts of its ``needs`` (loaded from ``store`` only when called)."""
+        return lambda: self.make(*self.inputs, *(store.load(need.kind, need.key) for need in self.needs))
 
 
 def data_job(kind: str, key: dict[str, Any], make: Make, dataset) -> Job:
@@ -71,8 +75,12 @@ class LocalRunner:
     """Makes the missing jobs one after another in this process (the default)."""
 
     def run(self, jobs: list[Job], store: Store, progress: bool = True, desc: str = "jobs") -> list[Artifact]:
-        return [store.get_or_make(job.kind, job.key, partial(job.make, *job.inputs))
-                for job in tqdm(jobs, desc=desc, disable=not progress)]
+        artifacts = []
+        with tqdm(jobs, desc=desc, disable=not progress) as bar:
+            for job in bar:
+                bar.set_postfix_str(job.kind)  # which job the time goes to (a distillation shows its own bar too)
+                artifacts.append(store.get_or_make(job.kind, job.key, job.maker(store)))
+        return artifacts
 
 
 def _import_ray():
@@ -87,12 +95,15 @@ def _to(value: Any, device: str) -> Any:
     return value.to(device) if hasattr(value, "to") else value
 
 
-def _task(root: str, kind: str, key: dict[str, Any], make: Make, on_gpu: bool, threads: int, *inputs: Any) -> None:
+def _task(root: str, job: Job, threads: int, *inputs: Any) -> None:
     """The body of one Ray task: make the artifact into the shared store. ``get_or_make`` again, because a
     retried task may find that its killed first attempt had already saved it."""
     torch.set_num_threads(threads)  # a reused worker keeps the count of its first task otherwise
-    device = "cuda" if on_gpu else "cpu"  # Ray sets CUDA_VISIBLE_DEVICES to the task's own GPU
-    Store(root).get_or_make(kind, key, partial(make, *(_to(value, device) for value in inputs)))
+    device = "cuda" if job.gpus > 0 else "cpu"  # Ray sets CUDA_VISIBLE_DEVICES to the task's own GPU
+    store = Store(root)
+    job = replace(job, inputs=tuple(_to(value, device) for value in inputs),
+                  needs=tuple(replace(need, make=None, inputs=(), needs=()) for need in job.needs))
+    store.get_or_make(job.kind, job.key, job.maker(store))
 
 
 class RayRunner:
@@ -127,7 +138,8 @@ class RayRunner:
                 if id(value) not in shared:
                     shared[id(value)] = ray.put(_to(value, "cpu"))
             refs = [shared[id(value)] for value in job.inputs]
-            pending.append(task.options(num_gpus=job.gpus).remote(root, job.kind, job.key, job.make, job.gpus > 0, self.cpus, *refs))
+            light = replace(job, inputs=(), needs=tuple(replace(need, make=None, inputs=(), needs=()) for need in job.needs))
+            pending.append(task.options(num_gpus=job.gpus).remote(root, light, self.cpus, *refs))
         failures = []
         with tqdm(total=len(pending), desc=desc, disable=not progress or not pending) as bar:
             while pending:  # keep waiting after a failure: every job that can finish lands in the store
@@ -157,8 +169,37 @@ def get_runner(address: str | None = None) -> LocalRunner | RayRunner:
     return LocalRunner() if address is None else RayRunner(address)
 
 
+def job_id(job: Job) -> tuple[str, str]:
+    """What identifies a job's artifact: its kind and the hash of its key."""
+    return job.kind, config_key(job.kind, job.key)
+
+
+def waves(jobs: Iterable[Job]) -> list[list[Job]]:
+    """``jobs`` and everything they need, each once, in waves: a job comes one wave after the last of its needs."""
+    depth: dict[tuple[str, str], int] = {}
+    unique: dict[tuple[str, str], Job] = {}
+
+    def visit(job: Job) -> int:
+        ident = job_id(job)
+        if ident not in depth:
+            depth[ident] = 1 + max((visit(need) for need in job.needs), default=-1)
+            unique[ident] = job
+        return depth[ident]
+
+    for job in jobs:
+        visit(job)
+    grouped: list[list[Job]] = [[] for _ in range(1 + max(depth.values(), default=-1))]
+    for ident, job in unique.items():
+        grouped[depth[ident]].append(job)
+    return grouped
+
+
 def run_jobs(jobs: Iterable[Job], store: Store, runner: Runner | None = None, progress: bool = True,
              desc: str = "jobs") -> list[Artifact]:
     """The artifact of every job, in job order: loaded from ``store`` when there, else made by ``runner``
-    (default: in this process) and saved there."""
-    return (runner or LocalRunner()).run(list(jobs), store, progress, desc)
+    (default: in this process) and saved there. Jobs they need are made first, wave by wave (``waves``)."""
+    jobs, runner = list(jobs), runner or LocalRunner()
+    made: dict[tuple[str, str], Artifact] = {}
+    for wave in waves(jobs):
+        made |= {job_id(job): artifact for job, artifact in zip(wave, runner.run(wave, store, progress, desc))}
+    return [made[job_id(job)] for job in jobs]

@@ -12,10 +12,26 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from ddnb.analysis.dynamics import PoolConfig
 from ddnb.data import DataConfig
 from ddnb.errors import DdnbError
 from ddnb.train import EvalConfig
+
+
+@dataclass(frozen=True)
+class PoolConfig:
+    """Sizes of the two model pools (the paper: 520 subset models of 100 epochs, 30 early models of one epoch)."""
+
+    net: str = field(default="convnet", metadata={"help": "architecture of every pool network"})
+    subset_fractions: tuple[float, ...] = field(default=(0.005, 0.01, 0.02, 0.03, 0.04, 0.05),
+                                                metadata={"help": "fractions of each class's training images"})
+    models_per_fraction: int = field(default=4, metadata={"help": "subset networks per fraction"})
+    subset_epochs: int = field(default=100, metadata={"help": "epochs of the 'real' protocol on each subset"})
+    early_models: int = field(default=4, metadata={"help": "networks trained on all real data"})
+    early_iterations: int | None = field(default=None, metadata={"help": "iterations of early training (None: one epoch)"})
+    record_every: int = field(default=1, metadata={"help": "iterations between recorded test predictions"})
+    snapshot_models: int = field(default=1, metadata={"help": "early networks whose parameters are kept per recorded iteration"})
+    chunk: int = field(default=8, metadata={"help": "networks per stacked run (memory)"})
+    seed: int = field(default=0, metadata={"help": "first network seed; subset draws follow from it"})
 
 
 @dataclass(frozen=True)
@@ -79,7 +95,7 @@ PROFILES = {
         DataConfig("cifar10"), EvalConfig(seeds=(0, 1, 2)),
         # k up to 10 shows the paper's dip (real images added to a distilled set lower its accuracy at first); k = 50
         # is 600-image trainings, 14 more minutes per set (847 s for 3 seeds, 2026-12-02), 70 for five sets on 2 cores:
-        # benchmarks/cifar10_mixing.py measures it for a chosen set, the paper profile has every k
+        # the paper profile has every k
         analysis=AnalysisSizes(mixing_ks=(0, 2, 10), real_nets=("convnet-tiny", "convnet"), real_epochs=5,
                                pools=PoolConfig(subset_fractions=(0.005, 0.01, 0.02, 0.05), models_per_fraction=2, subset_epochs=20,
                                                 early_models=2, record_every=4, snapshot_models=1),

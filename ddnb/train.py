@@ -20,6 +20,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ddnb import augment
+from ddnb.nets import build_net
 from ddnb.errors import DdnbError
 
 
@@ -197,7 +198,10 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """``"auto"`` -> cuda when available, else cpu; anything else is checked and returned."""
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
+    try:
+        device = torch.device(device)
+    except RuntimeError:
+        raise DdnbError(f"unknown device {str(device)!r}; use auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise DdnbError("device cuda was asked for but no GPU is available; use --device cpu or auto")
     return device
@@ -241,8 +245,6 @@ def run(
     progress: bool = False,
 ) -> Summary:
     """Train one network per seed on ``images`` [N, C, H, W] / ``labels`` [N] and test on ``test``."""
-    from ddnb.nets import build_net
-
     protocol = get_protocol(config.protocol, lr=config.lr, steps=config.steps)
     channels, size = images.shape[1], images.shape[-1]
     accs = []

@@ -7,7 +7,8 @@ from typing import Mapping, Sequence
 import matplotlib.pyplot as plt
 import torch
 
-from ddnb import __version__
+from ddnb import __version__, paper
+from ddnb.analysis.semantics import top_influenced
 
 
 def page_header(profile: str, data: str, device: str, seeds: Sequence[int], ipc: int) -> str:
@@ -132,3 +133,104 @@ def attribute_examples(pixels: torch.Tensor, attributes: Mapping[str, torch.Tens
     _title_just_above(figure, title)
     return figure
 
+
+
+# ---- page figures and tables: each takes a page's results (``ddnb.sections``) and draws or writes one element
+
+
+def _name(name: str) -> str:
+    return paper.METHOD_NAMES.get(name, name)
+
+
+def _mean_std(accuracies: torch.Tensor) -> str:
+    return f"{float(accuracies.mean()):.3f} ± {float(accuracies.std()) if len(accuracies) > 1 else 0.0:.3f}"
+
+
+def accuracy_table(evaluations: Mapping[str, object], own_space: Mapping[str, object]) -> str:
+    """Markdown table: each set's test accuracy (mean ± std over seeds), in its own space where it has one, and
+    the paper's value."""
+    own = bool(own_space)
+    rows = ["| set | test accuracy (ours, mean ± std) |" + (" in its own space (ZCA) |" if own else "") + " paper, CIFAR-10 |",
+            "|---|---|" + ("---|" if own else "") + "---|"]
+    for name, result in evaluations.items():
+        reference = paper.ACCURACY_PAPER300.get(name)
+        own_cell = (f" {_mean_std(own_space[name].accuracies)} |" if name in own_space else " |") if own else ""
+        rows.append(f"| {_name(name)} | {_mean_std(result.accuracies)} |{own_cell} {'' if reference is None else f'{reference:.3f}'} |")
+    return "\n".join(rows)
+
+
+def pools(subsets, early, evaluations: Mapping[str, object]):
+    """The two model pools: subset accuracy against subset size; early accuracy along training (dotted: the
+    distilled-trained networks' mean accuracies)."""
+    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 3.5))
+    left.scatter(subsets.fractions * 100, subsets.accuracies)
+    left.set(xlabel="% of each class's real images", ylabel="test accuracy", title="subset pool")
+    right.plot(early.iterations, early.accuracies.T, alpha=0.7)
+    for result in evaluations.values():
+        right.axhline(float(result.accuracies.mean()), linestyle=":", color="gray")
+    right.set(xlabel="iteration of real training", ylabel="test accuracy", title="early pool (dotted: distilled-trained)")
+    figure.tight_layout()
+    return figure
+
+
+def agreement_bars(agreements: Mapping[str, object]):
+    """Agreement with subset-matched and early-matched networks per set (mean ± std over pairs; dots: paper)."""
+    names = list(agreements)
+    figure, ax = plt.subplots(figsize=(7, 3.5))
+    for offset, (kind, colour) in enumerate((("subset", "tab:blue"), ("early", "tab:orange"))):
+        values = [getattr(agreements[n], kind) for n in names]
+        ax.bar([i + 0.4 * offset for i in range(len(names))], [float(v.mean()) for v in values], 0.4,
+               yerr=[float(v.std()) if len(v) > 1 else 0 for v in values], color=colour, label=f"{kind}-matched")
+        for i, n in enumerate(names):
+            if n in paper.AGREEMENT:
+                ax.plot(i + 0.4 * offset, paper.AGREEMENT[n][offset], "k.", markersize=10)
+    ax.set_xticks([i + 0.2 for i in range(len(names))], [_name(n) for n in names])
+    ax.set(ylabel="agreement")
+    ax.legend(fontsize=8)
+    figure.tight_layout()
+    return figure
+
+
+def influence_grids(matrices: Mapping[str, object], sets: Mapping[str, object], test_pixels: torch.Tensor, per_set: int = 3):
+    """For ``per_set`` distilled images of each set: the image and the 9 test images its removal hurts most."""
+    figures = []
+    for name, result in matrices.items():
+        chosen = list(range(0, len(result.rows), max(1, len(result.rows) // per_set)))[:per_set]
+        figure, axes = plt.subplots(len(chosen), 10, figsize=(10, 1.1 * len(chosen)), squeeze=False)
+        top = top_influenced(result.matrix.cpu(), 9)
+        for line, row in enumerate(chosen):
+            axes[line, 0].imshow(sets[name].pixels()[int(result.rows[row])].clamp(0, 1).permute(1, 2, 0).cpu())
+            for column, test_index in enumerate(top[row].tolist()):
+                axes[line, column + 1].imshow(test_pixels[test_index].clamp(0, 1).permute(1, 2, 0))
+        for ax in axes.flat:
+            ax.axis("off")
+        figure.suptitle(_name(name))
+        figures.append(figure)
+    return figures
+
+
+def enrichment_table(name: str, entries: Sequence[object], rows: torch.Tensor, image_labels: torch.Tensor,
+                     classes: Sequence[str], top: int = 5) -> str:
+    """Markdown table of a set's ``top`` strongest (image, attribute) enrichments."""
+    table = [f"**{_name(name)}**", "", "| image | class | attribute | top-k hits | base rate | enrichment | p | q |",
+             "|---|---|---|---|---|---|---|---|"]
+    for entry in entries[:top]:
+        image = int(rows[entry.image])
+        table.append(f"| {image} | {classes[int(image_labels[image])]} | {entry.attribute} | {entry.hits}/{entry.k} | "
+                     f"{entry.base_rate:.2f} | {entry.enrichment:.2f} | {entry.p_value:.2g} | {entry.q_value:.2g} |")
+    return "\n".join(table)
+
+
+def estimate_table(name: str, estimates: Mapping[str, object]) -> str:
+    """Markdown table: each cheap influence estimate's Pearson, Spearman and top-10 overlap with leave-one-out; an
+    estimate whose solve diverged shows a dash, with its reason under the table."""
+    rows = [f"Against leave-one-out on **{_name(name)}**:", "", "| estimate | Pearson | Spearman | top-10 overlap |", "|---|---|---|---|"]
+    notes = []
+    for label, result in estimates.items():
+        summary = result.summary()
+        if result.note:  # a diverged solve is no estimate: a dash and the reason, not NaN
+            rows.append(f"| {label} | — | — | — |")
+            notes.append(f"- {label}: no estimate, {result.note}.")
+        else:
+            rows.append(f"| {label} | {summary['pearson']:.3f} | {summary['spearman']:.3f} | {summary['top_overlap']:.3f} |")
+    return "\n".join(rows + ([""] + notes if notes else []))

@@ -13,23 +13,71 @@ import torch
 import yaml
 
 from ddnb.book import build_book, execute_notebooks, execution_key, notebook_parameters
+from ddnb.cli import main
 from ddnb.data.dataset import InputTransform
 from ddnb.distill.result import Distilled
 from ddnb.errors import DdnbError
 from ddnb.explorer import FRAME_CLASS
 from ddnb.profiles import PROFILES, get_profile
+from tests.forbid import FORBID, forbid_compute, restore, snapshot
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTIONS = ("distillation", "substitution", "dynamics", "semantics")
 
 
 @pytest.fixture(scope="module")
-def smoke_book() -> Path:
-    """The smoke book, built once for this module; returns the HTML index."""
-    return build_book(get_profile("smoke"), ROOT)
+def complete_store(tmp_path_factory) -> Path:
+    """Every result of the smoke book, made by ``ddnb run``, exported and added into an empty store: the store
+    the book is built from (nothing it needs may be computed again)."""
+    made, kept, fresh = (tmp_path_factory.mktemp(name) for name in ("made", "kept", "fresh"))
+    assert main(["run", "--profile", "smoke", "--device", "cpu", "--store", str(made)]) == 0
+    assert main(["store", "export", str(kept), "--profile", "smoke", "--store", str(made)]) == 0
+    assert main(["store", "add", *map(str, sorted(kept.glob("*.safetensors"))), "--store", str(fresh)]) == 0
+    return fresh
 
 
-def test_smoke_book_executes_every_section_and_builds_with_warnings_as_errors(smoke_book):
+@pytest.fixture(scope="module")
+def smoke_book(complete_store) -> Path:
+    """The smoke book built with ``--no-compute`` from the complete store (computing anything raises); returns
+    the HTML index."""
+    saved = snapshot()
+    forbid_compute()
+    try:
+        assert main(["book", "--profile", "smoke", "--no-compute", "--device", "cpu", "--store", str(complete_store)]) == 0
+    finally:
+        restore(saved)
+    return ROOT / "_build" / "html" / "index.html"
+
+
+def _forbidding_copy(root: Path) -> Path:
+    """The book's notebooks copied under ``root``, each with a first cell after the parameters that makes every
+    computation raise (``tests.forbid``)."""
+    import nbformat
+
+    (root / "notebooks").mkdir(parents=True), (root / "book").mkdir()
+    for source in (ROOT / "notebooks").glob("*.ipynb"):
+        notebook = nbformat.read(source, as_version=4)
+        notebook.cells.insert(2, nbformat.v4.new_code_cell(FORBID))
+        nbformat.write(notebook, root / "notebooks" / source.name)
+    return root
+
+
+def test_notebooks_only_load_and_draw(complete_store, tmp_path):
+    import nbformat
+
+    parameters = notebook_parameters(get_profile("smoke"), "cpu", str(complete_store))
+    for path in execute_notebooks(_forbidding_copy(tmp_path), parameters):  # a computation in a cell would fail it
+        code = [cell for cell in nbformat.read(ROOT / "notebooks" / path.name, as_version=4).cells if cell.cell_type == "code"]
+        assert sum(len(cell.source.splitlines()) for cell in code) <= 40, path.name
+
+
+def test_a_book_without_its_results_names_them(tmp_path, capsys):
+    assert main(["book", "--profile", "smoke", "--no-compute", "--store", str(tmp_path)]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and "not in the store" in error[0] and "ddnb run --profile smoke" in error[0]
+
+
+def test_smoke_book_executes_every_section_and_builds_with_warnings_as_errors(smoke_book, complete_store):
     index = smoke_book
     assert "book/intro.html" in index.read_text()  # the index redirects to the root page of the toc
     assert "What is Dataset Distillation Learning?" in (index.parent / "book" / "intro.html").read_text()
@@ -44,7 +92,7 @@ def test_smoke_book_executes_every_section_and_builds_with_warnings_as_errors(sm
     # unchanged notebooks, parameters and ddnb source: nothing is executed again
     executed = {path: path.stat().st_mtime_ns for path in (ROOT / "book").glob("*.ipynb")}
     assert len(executed) == len(SECTIONS)
-    execute_notebooks(ROOT, notebook_parameters(get_profile("smoke"), "auto", None))
+    execute_notebooks(ROOT, notebook_parameters(get_profile("smoke"), "cpu", str(complete_store)))
     assert all(path.stat().st_mtime_ns == mtime for path, mtime in executed.items())
 
 

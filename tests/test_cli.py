@@ -47,7 +47,7 @@ def test_distill_then_evaluate_json(tmp_path, capsys):
     "argv, reason",
     [
         (["distill", "--method", "random", "--data", "mnist", "--out", "x"], "unknown data set"),
-        (["distill", "--method", "random", "--data", "shapes", "--ipc", "100000", "--out", "x"], "fewer than the 100000"),
+        (["distill", "--method", "random", "--data", "shapes", "--ipc", "100000", "--out", "x"], "at most 5000"),
         (["distill", "--method", "random", "--data", "imagefolder:/no/such/dir", "--out", "x"], "does not exist"),
         (["evaluate", "/no/such/set.safetensors", "--data", "shapes"], "no artifact"),
         (["book", "--profile", "smoke", "--set", "/no/such/set.safetensors"], "no distilled set at /no/such/set.safetensors"),
@@ -89,5 +89,5 @@ def test_book_says_where_its_time_went():
             {"kind": "pool", "created": "2026-01-01T10:06:00Z", "wall_s": 120.0, "cpu_s": 120.0},
             {"kind": "distilled", "created": "2025-12-31T09:00:00Z", "wall_s": 999.0, "cpu_s": 999.0}]  # made by an earlier build
     lines = cost_summary(rows, "2026-01-01T09:59:59Z").splitlines()
-    assert lines[1].split() == ["pool", "2", "made", "in", "3.0", "min"] and lines[2].split() == ["notebook", "1", "made", "in", "0.5", "min"]
-    assert len(lines) == 3 and cost_summary(rows, "2027-01-01T00:00:00Z") == ""
+    assert lines[2].split() == ["pool", "2", "3.0", "3.0"] and lines[3].split() == ["notebook", "1", "0.5", "0.5"]
+    assert len(lines) == 4 and cost_summary(rows, "2027-01-01T00:00:00Z") == ""

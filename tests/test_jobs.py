@@ -10,11 +10,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from ddnb.analysis.dynamics import PoolConfig, early_pool, subset_pool
+from ddnb.analysis.dynamics import early_pool_of, subset_chunks, subset_pool_of
 from ddnb.cli import build_parser
 from ddnb.distill.experts import ExpertConfig, expert_jobs, expert_trajectories
 from ddnb.errors import DdnbError
-from ddnb.jobs import Job, LocalRunner, RayRunner, get_runner, run_jobs
+from ddnb.jobs import Job, LocalRunner, RayRunner, get_runner, run_jobs, waves
+from ddnb.profiles import PoolConfig
+from ddnb.sections.dynamics import early_jobs, subset_jobs
 from ddnb.store import Store
 
 try:
@@ -42,6 +44,19 @@ def _die_once(marker: Path, make, *inputs):
     return make(*inputs)
 
 
+def _sum_needs(log: Path, *needs):
+    """A job made from the artifacts of the jobs it needs."""
+    with log.open("a") as file:
+        file.write("sum\n")
+    return {"value": sum(need.tensors["value"] for need in needs)}, {}
+
+
+def _pools(dataset, store: Store, runner=None):
+    subsets = run_jobs(subset_jobs(dataset, POOL), store, runner, progress=False)
+    early = run_jobs(early_jobs(dataset, POOL), store, runner, progress=False)
+    return subset_pool_of([a.tensors for a in subsets], subset_chunks(POOL)), early_pool_of([a.tensors for a in early])
+
+
 def _files(root: Path) -> list[str]:
     return sorted(str(path.relative_to(root)) for path in root.rglob("*") if path.is_file())
 
@@ -54,6 +69,20 @@ def test_in_process_jobs_are_made_once_and_returned_in_job_order(tmp_path):
     assert [float(a.tensors["value"]) for a in artifacts] == [3.0, 1.0, 2.0]
     assert [a.meta for a in artifacts] == [{"value": 3.0}, {"value": 1.0}, {"value": 2.0}]
     assert log.read_text().count("call") == 3 and len(_files(store.root)) == 6
+
+
+def _needing(log: Path) -> tuple[list[Job], Job]:
+    parts = [Job("toy", {"value": value}, partial(_count_calls, log, value)) for value in (1.0, 2.0)]
+    return parts, Job("sum", {"of": [1.0, 2.0]}, partial(_sum_needs, log), needs=tuple(parts))
+
+
+def test_a_job_gets_what_it_needs_made_first_and_each_need_is_made_once(tmp_path):
+    store, log = Store(tmp_path / "store"), tmp_path / "calls"
+    parts, total = _needing(log)
+    assert [[job.kind for job in wave] for wave in waves([total, parts[0]])] == [["toy", "toy"], ["sum"]]
+    artifact, first = run_jobs([total, parts[0]], store, progress=False)  # asked before its need: made after it
+    assert float(artifact.tensors["value"]) == 3.0 and float(first.tensors["value"]) == 1.0
+    assert log.read_text().split() == ["call", "call", "sum"]
 
 
 def test_the_runner_is_in_process_unless_ray_is_asked_for(monkeypatch):
@@ -81,8 +110,7 @@ def one_thread():
 def local(shapes_small, one_thread, tmp_path_factory):
     """The in-process results: (subset pool, early pool, two experts)."""
     store = Store(tmp_path_factory.mktemp("local"))
-    return (subset_pool(shapes_small, POOL, store), early_pool(shapes_small, POOL, store),
-            expert_trajectories(shapes_small, EXPERT, 2, store, progress=False))
+    return (*_pools(shapes_small, store), expert_trajectories(shapes_small, EXPERT, 2, store, progress=False))
 
 
 @pytest.fixture(scope="module")
@@ -101,8 +129,7 @@ def ray_runner(one_thread):
 
 def test_ray_makes_the_same_pools_and_experts_as_in_process(ray_runner, local, shapes_small, tmp_path):
     store = Store(tmp_path)
-    subsets = subset_pool(shapes_small, POOL, store, ray_runner)
-    early = early_pool(shapes_small, POOL, store, ray_runner)
+    subsets, early = _pools(shapes_small, store, ray_runner)
     experts = expert_trajectories(shapes_small, EXPERT, 2, store, progress=False, runner=ray_runner)
     local_subsets, local_early, local_experts = local
     assert len(_files(tmp_path / "pool-subset")) == len(_files(tmp_path / "pool-early")) == len(_files(tmp_path / "expert")) == 4
@@ -114,6 +141,12 @@ def test_ray_makes_the_same_pools_and_experts_as_in_process(ray_runner, local, s
     assert all(torch.equal(early.snapshots[name], local_early.snapshots[name]) for name in early.snapshots)
     assert all(torch.equal(mine[name], theirs[name]) for mine, theirs in zip(experts, local_experts) for name in theirs)
     assert len(experts) == 2 and not torch.equal(experts[0]["head.weight"][-1], experts[1]["head.weight"][-1])
+
+
+def test_ray_makes_needs_first_and_passes_their_artifacts(ray_runner, tmp_path):
+    parts, total = _needing(tmp_path / "calls")
+    artifact, = run_jobs([total], Store(tmp_path / "store"), ray_runner, progress=False)
+    assert float(artifact.tensors["value"]) == 3.0
 
 
 def test_a_killed_worker_is_retried_and_nothing_is_lost_or_duplicated(ray_runner, local, shapes_small, tmp_path):

@@ -1,10 +1,12 @@
 import matplotlib
 
 matplotlib.use("Agg")
+import warnings  # noqa: E402
+
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from ddnb.viz import attribute_examples, image_grid  # noqa: E402
+from ddnb.viz import attribute_examples, curves, image_grid  # noqa: E402
 
 
 def _title_gap_inches(figure) -> float:
@@ -24,3 +26,13 @@ def test_image_grids_have_a_row_per_class_and_their_title_just_above(draw):
     figure = draw()
     assert len(figure.axes) == 20 and sum(bool(ax.images) for ax in figure.axes) == 20
     assert _title_gap_inches(figure) < 0.3  # a reader sees which grid the title names
+
+
+def test_curves_shade_nothing_where_the_spread_is_unknown():
+    """A NaN spread (the standard error of a single probe group) leaves a gap in the band, without a warning."""
+    nan = float("nan")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        figure = curves([0, 1, 2], {"a": ([1.0, 2.0, 3.0], [nan, 0.5, 0.5]), "b": ([1.0, 2.0, 3.0], [nan] * 3)}, "t", "trace")
+    bands = [band.get_paths() for band in figure.axes[0].collections]
+    assert len(bands[0]) == 1 and bands[0][0].vertices[:, 0].min() == 1 and bands[1] == []

@@ -6,5 +6,5 @@
 - ``influence``: section 5 (leave-one-out and approximations of each distilled image's influence)
 - ``semantics``: section 5 (attributes of the most-influenced test images)
 
-Each module computes and returns; only ``ddnb.store`` writes. Notebooks call these and plot.
+Each module computes and returns; none reads or writes the store (``ddnb.sections`` keeps the results as jobs).
 """

@@ -20,13 +20,12 @@ Large sets: ``sampled_hutchinson_trace`` is doubly stochastic. Each group of ``p
 meets the Hessian of the mean loss over a random mini-batch (``sample_batches``) instead of all N images.
 Since every batch position is uniform over the images, E[H_batch] = H_full and v^T H_batch v is unbiased
 for tr(H_full); its standard error covers both the probe and the data-sampling noise. A group costs
-sample_size / N of a full pass, which is where the speed-up on a large set comes from.
+images_per_batch / N of a full pass, which is where the speed-up on a large set comes from.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import functools
 import math
 from dataclasses import dataclass
@@ -38,7 +37,6 @@ from torch import nn
 
 from ddnb.errors import DdnbError
 from ddnb.params import flatten, parameter_count, trainable_parameters
-from ddnb.store import Store, fingerprint, kept
 from ddnb.train import Protocol, get_protocol, train
 
 Vectors = torch.Tensor | Sequence[Mapping[str, torch.Tensor]]
@@ -87,7 +85,7 @@ def hessian_vector_products(
     ``vectors``: a flat tensor [P] or [k, P] (``named_parameters`` order; see ``flatten``/``unflatten``)
     or a sequence of k dicts parameter name -> tensor. Returns [k, P] in the parameters' dtype and device.
     ``vectors_per_call`` > 1 pushes that many vectors through one vmapped double-backward
-    (``is_grads_batched``): more memory, and on the CPU slower (benchmarks/curvature_speed.py), but
+    (``torch.func.vmap``): more memory, and on the CPU slower (benchmarks/curvature_speed.py), but
     possibly faster where small batches leave a GPU idle. Memory: one batch's double-backward graph
     (times ``vectors_per_call``) plus 2 k P numbers.
     """
@@ -107,7 +105,9 @@ def _double_backward(grads: Sequence[torch.Tensor], params: list[torch.Tensor], 
     if len(chunk) == 1:
         hv = torch.autograd.grad(grads, params, grad_outputs=[piece[0] for piece in pieces], retain_graph=True)
         return flatten(hv)[None]
-    hv = torch.autograd.grad(grads, params, grad_outputs=pieces, retain_graph=True, is_grads_batched=True)
+    # torch.func.vmap, not autograd's is_grads_batched: on CUDA the latter's batching rules fail inside GroupNorm's
+    # double backward (benchmarks/curvature_speed.py, 2026-12-04, H200)
+    hv = torch.func.vmap(lambda *rows: torch.autograd.grad(grads, params, grad_outputs=rows, retain_graph=True))(*pieces)
     return torch.cat([h.flatten(1) for h in hv], 1)
 
 
@@ -127,7 +127,7 @@ class TraceEstimate:
     """Hutchinson's estimate of tr(H): the mean of ``values`` [k] (v_i^T H v_i) and its standard error."""
 
     estimate: float
-    stderr: float  # std of the k / g group means (unbiased) / sqrt(k / g); g = 1 unless probes share a batch
+    stderr: float  # std of the k / g group means / sqrt(k / g), g = 1 unless probes share a batch; NaN for one group
     values: torch.Tensor  # [k] float64, one per probe
 
     @classmethod
@@ -136,24 +136,35 @@ class TraceEstimate:
 
         Values within a group are correlated through their batch, so the standard error comes from the
         group means (independent, or negatively correlated under stratified sampling: conservative).
+        With a single group (one probe, or every probe on one batch) it is unknown: NaN, not 0.
         """
         values = values.double().cpu()
         means = values.view(-1, group_size).mean(1)
-        stderr = float(means.std() / math.sqrt(len(means))) if len(means) > 1 else 0.0
+        stderr = float(means.std() / math.sqrt(len(means))) if len(means) > 1 else math.nan  # one mean has no spread
         return cls(float(values.mean()), stderr, values)
+
+
+def _probe_matrix(net: nn.Module, probes: int | torch.Tensor, seed: int | None, seed_name: str) -> torch.Tensor:
+    """Probes [k, P]: a count is drawn from ``seed`` (default 0); given probes refuse a seed, which they would ignore."""
+    if isinstance(probes, int):
+        return _as_matrix(rademacher_probes(probes, parameter_count(net), 0 if seed is None else seed), net)
+    if seed is not None:
+        raise DdnbError(f"{seed_name} draws the probes, but the probes were given: pass a probe count with {seed_name}, "
+                        "or the probes alone")
+    return _as_matrix(probes, net)
 
 
 def hutchinson_trace(
     net: nn.Module, images: torch.Tensor, labels: torch.Tensor, probes: int | torch.Tensor = 64,
-    seed: int = 0, batch_size: int = 500,
+    seed: int | None = None, batch_size: int = 500,
 ) -> TraceEstimate:
     """Hutchinson's estimate of the Hessian trace with a fixed budget of Rademacher probes, one data pass.
 
-    ``probes``: a count (drawn by ``rademacher_probes(probes, P, seed)``) or the probes themselves [k, P].
+    ``probes``: a count (drawn by ``rademacher_probes(probes, P, seed)``, ``seed`` default 0) or the probes
+    themselves [k, P] (then a ``seed`` is an error: it would be ignored). ``batch_size``: images per pass
+    (memory only). One probe gives a NaN standard error.
     """
-    if isinstance(probes, int):
-        probes = rademacher_probes(probes, parameter_count(net), seed)
-    matrix = _as_matrix(probes, net)
+    matrix = _probe_matrix(net, probes, seed, "seed")
     products = hessian_vector_products(net, images, labels, matrix, batch_size)
     return TraceEstimate.from_values((matrix.double() * products.double()).sum(1))
 
@@ -198,35 +209,39 @@ def sample_batches(count: int, size: int, population: int, seed: int = 0) -> tor
 
 
 def sampled_hutchinson_trace(
-    net: nn.Module, images: torch.Tensor, labels: torch.Tensor, probes: int | torch.Tensor = 64, seed: int = 0,
-    sample_size: int = 128, probes_per_batch: int = 2, samples: torch.Tensor | None = None,
-    sample_seed: int | None = None, batch_size: int = 500,
+    net: nn.Module, images: torch.Tensor, labels: torch.Tensor, probes: int | torch.Tensor = 64, *,
+    probe_seed: int | None = None, images_per_batch: int | None = None, probes_per_batch: int = 2,
+    samples: torch.Tensor | None = None, sample_seed: int | None = None, chunk_size: int = 500,
 ) -> TraceEstimate:
     """Doubly stochastic Hutchinson: probes on Hessians of random mini-batches, unbiased for tr(H_full).
 
-    Probe i (``probes``: a count drawn by ``rademacher_probes(k, P, seed)``, or [k, P]) gives
+    Probe i (``probes``: a count drawn by ``rademacher_probes(k, P, probe_seed)``, or [k, P]) gives
     v_i^T H_B v_i, where H_B is the Hessian of the mean loss over batch B = ``samples[i // probes_per_batch]``
-    (default ``sample_batches(k / probes_per_batch, sample_size, N, sample_seed)``). Each batch's gradient
-    graph serves its ``probes_per_batch`` probes; k must be a multiple of it. ``sample_seed`` defaults to
-    seed + 1 so that batches and probes never come from the same generator stream (they must be independent
-    for the estimate to be unbiased). ``batch_size`` only splits a sampled batch for memory.
+    (default ``sample_batches(k / probes_per_batch, images_per_batch, N, sample_seed)``, 128 images per batch).
+    Each batch's gradient graph serves its ``probes_per_batch`` probes; k must be a multiple of it.
+    ``probe_seed`` defaults to 0 and ``sample_seed`` to probe_seed + 1, so that batches and probes never come
+    from the same generator stream (they must be independent for the estimate to be unbiased). An argument
+    that would be ignored is an error: ``probe_seed`` with given probes, ``images_per_batch`` or
+    ``sample_seed`` with given ``samples``. ``chunk_size``: images per forward/backward pass (memory only).
+    One batch (k = ``probes_per_batch``) gives a NaN standard error.
     Few probes per batch pay off when the probe noise dominates the batch noise, as for the ConvNet at
     initialisation (``benchmarks/curvature_speed.py`` reports both and the best group size).
     """
-    if isinstance(probes, int):
-        probes = rademacher_probes(probes, parameter_count(net), seed)
-    matrix = _as_matrix(probes, net)
+    matrix = _probe_matrix(net, probes, probe_seed, "probe_seed")
     if len(matrix) % probes_per_batch:
         raise DdnbError(f"{len(matrix)} probes do not split into groups of probes_per_batch={probes_per_batch}")
     if samples is None:
-        sample_seed = seed + 1 if sample_seed is None else sample_seed
-        samples = sample_batches(len(matrix) // probes_per_batch, sample_size, len(images), sample_seed)
+        sample_seed = (probe_seed or 0) + 1 if sample_seed is None else sample_seed
+        samples = sample_batches(len(matrix) // probes_per_batch, 128 if images_per_batch is None else images_per_batch,
+                                 len(images), sample_seed)
+    elif images_per_batch is not None or sample_seed is not None:
+        raise DdnbError("images_per_batch and sample_seed draw the batches, but samples were given: pass one or the other")
     if len(samples) * probes_per_batch < len(matrix):
         raise DdnbError(f"{len(samples)} sampled batches cannot serve {len(matrix)} probes in groups of {probes_per_batch}")
     values = []
     for rows, index in zip(matrix.split(probes_per_batch), samples):
         index = index.to(images.device)
-        products = hessian_vector_products(net, images[index], labels[index], rows, batch_size)
+        products = hessian_vector_products(net, images[index], labels[index], rows, chunk_size)
         values.append((rows.double() * products.double()).sum(1))
     return TraceEstimate.from_values(torch.cat(values), probes_per_batch)
 
@@ -320,7 +335,7 @@ def _estimators(
         if name in sampled:
             samples = sample_batches(len(probe_matrix) // probes_per_batch, sampled[name], len(images), sample_seed)
             estimators[name] = functools.partial(sampled_hutchinson_trace, images=images, labels=labels, probes=probe_matrix,
-                                                 probes_per_batch=probes_per_batch, samples=samples, batch_size=batch_size)
+                                                 probes_per_batch=probes_per_batch, samples=samples, chunk_size=batch_size)
         else:
             estimators[name] = functools.partial(hutchinson_trace, images=images, labels=labels, probes=probe_matrix,
                                                  batch_size=batch_size)
@@ -349,8 +364,7 @@ def trace_curve(
     return _curves(estimates, sorted(snapshots))
 
 
-CURVE_KIND = "curvature"
-_CURVE_FIELDS = ("iterations", "traces", "stderrs", "values")
+CURVE_FIELDS = ("iterations", "traces", "stderrs", "values")
 
 
 def training_trace_curve(
@@ -358,7 +372,7 @@ def training_trace_curve(
     sets: Mapping[str, tuple[torch.Tensor, torch.Tensor]], iterations: int | Sequence[int],
     protocol: Protocol | None = None, seed: int = 0, probes: int = 64, probe_seed: int = 0,
     batch_size: int = 500, progress: bool = False, sampled: Mapping[str, int] | None = None,
-    probes_per_batch: int = 2, sample_seed: int | None = None, store: Store | None = None,
+    probes_per_batch: int = 2, sample_seed: int | None = None,
 ) -> dict[str, TraceCurve]:
     """Train ``net`` in place on real data and take the trace on each set *before* each listed iteration.
 
@@ -367,34 +381,20 @@ def training_trace_curve(
     lie within the protocol's length (default: ``real``, run for as many iterations as asked); the probes
     (``probe_seed``) are shared by every t and set.
     ``sampled``, ``probes_per_batch``, ``sample_seed`` (default probe_seed + 1): as in ``trace_curve``; the
-    sampled batches are shared by every t.
-    ``store``: the curves are kept there (kind ``"curvature"``) under the fingerprints of ``net``'s initial
-    parameters, the training data and every set, and all the settings; when they are found there, ``net``
-    is left as it was (untrained). At ``cifar10-cpu`` a curve is 12 minutes on 2 cores, at the paper's size hours.
+    sampled batches are shared by every t. At ``cifar10-cpu`` a curve is 12 minutes on 2 cores, at the paper's
+    size hours (``ddnb.sections.dynamics`` keeps it in the store).
     """
     wanted = sorted(set(range(iterations) if isinstance(iterations, int) else iterations))
     protocol = protocol or get_protocol("real", steps=wanted[-1])  # constant lr: its length only sets where it stops
     sample_seed = probe_seed + 1 if sample_seed is None else sample_seed
+    probe_matrix = rademacher_probes(probes, parameter_count(net), probe_seed)
+    estimators = _estimators(sets, probe_matrix, sampled, probes_per_batch, sample_seed, batch_size)
+    estimates: dict[str, list[TraceEstimate]] = {name: [] for name in sets}
 
-    def make() -> tuple[dict[str, torch.Tensor], dict]:
-        probe_matrix = rademacher_probes(probes, parameter_count(net), probe_seed)
-        estimators = _estimators(sets, probe_matrix, sampled, probes_per_batch, sample_seed, batch_size)
-        estimates: dict[str, list[TraceEstimate]] = {name: [] for name in sets}
+    def measure(net: nn.Module, iteration: int) -> None:
+        if iteration in wanted:
+            for name, estimator in estimators.items():
+                estimates[name].append(estimator(net))
 
-        def measure(net: nn.Module, iteration: int) -> None:
-            if iteration in wanted:
-                for name, estimator in estimators.items():
-                    estimates[name].append(estimator(net))
-
-        train(net, train_images, train_labels, protocol, seed, progress=progress, until=wanted[-1], at_iteration=measure)
-        curves = _curves(estimates, wanted)
-        return {f"{name}/{key}": getattr(curve, key) for name, curve in curves.items() for key in _CURVE_FIELDS}, {"sets": list(curves)}
-
-    key = {"net": type(net).__name__, "initial": fingerprint(flatten(list(trainable_parameters(net).values()))),
-           "train": [fingerprint(train_images), fingerprint(train_labels)],
-           "sets": {name: [fingerprint(images), fingerprint(labels)] for name, (images, labels) in sets.items()},
-           "iterations": wanted, "protocol": dataclasses.asdict(protocol), "seed": seed, "probes": probes,
-           "probe_seed": probe_seed, "batch_size": batch_size, "sampled": dict(sampled or {}),
-           "probes_per_batch": probes_per_batch, "sample_seed": sample_seed}
-    tensors, meta = kept(store, CURVE_KIND, key, make)
-    return {name: TraceCurve(*(tensors[f"{name}/{key}"] for key in _CURVE_FIELDS)) for name in meta["sets"]}
+    train(net, train_images, train_labels, protocol, seed, progress=progress, until=wanted[-1], at_iteration=measure)
+    return _curves(estimates, wanted)

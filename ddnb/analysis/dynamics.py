@@ -7,46 +7,23 @@
   accuracy-matched subset networks and as early-stopped networks at the iteration of matching accuracy;
 - ``recognition``: accuracy on a distilled set at every recorded iteration of real training.
 
-Pools are trained as stacked batches (``ddnb.stacked``) and cached in the store one chunk per artifact, so
-a killed pool run resumes with the chunks it finished. Each chunk is a ``ddnb.jobs.Job`` (``subset_jobs``,
-``early_jobs``), so the chunks can also be trained as Ray tasks (``runner``).
+Pools are trained as stacked batches (``ddnb.stacked``), one chunk of networks at a time
+(``subset_chunks``, ``early_chunks``); ``ddnb.sections.dynamics`` keeps each chunk in the store as a job, so a
+killed pool run resumes with the chunks it finished, and chunks can be Ray tasks.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field
-from functools import partial
+from dataclasses import dataclass
 
 import torch
 
 from ddnb.data import Dataset, sample_per_class
 from ddnb.errors import DdnbError
-from ddnb.jobs import Job, Runner, data_job, run_jobs
 from ddnb.nets import build_net
 from ddnb.stacked import Stack, logits, stack, train_stacked
-from ddnb.store import Store
+from ddnb.profiles import PoolConfig
 from ddnb.train import get_protocol
-
-SUBSET_KIND, EARLY_KIND = "pool-subset", "pool-early"
-
-
-@dataclass(frozen=True)
-class PoolConfig:
-    """Sizes of the two model pools (the paper: 520 subset models of 100 epochs, 30 early models of one epoch)."""
-
-    net: str = field(default="convnet", metadata={"help": "architecture of every pool network"})
-    subset_fractions: tuple[float, ...] = field(default=(0.005, 0.01, 0.02, 0.03, 0.04, 0.05),
-                                                metadata={"help": "fractions of each class's training images"})
-    models_per_fraction: int = field(default=4, metadata={"help": "subset networks per fraction"})
-    subset_epochs: int = field(default=100, metadata={"help": "epochs of the 'real' protocol on each subset"})
-    early_models: int = field(default=4, metadata={"help": "networks trained on all real data"})
-    early_iterations: int | None = field(default=None, metadata={"help": "iterations of early training (None: one epoch)"})
-    record_every: int = field(default=1, metadata={"help": "iterations between recorded test predictions"})
-    snapshot_models: int = field(default=1, metadata={"help": "early networks whose parameters are kept per recorded iteration"})
-    chunk: int = field(default=8, metadata={"help": "networks per stacked run (memory)"})
-    seed: int = field(default=0, metadata={"help": "first network seed; subset draws follow from it"})
-
 
 @dataclass
 class SubsetPool:
@@ -74,7 +51,16 @@ def _nets(config: PoolConfig, dataset: Dataset, seeds: list[int]):
                   for seed in seeds])
 
 
-def _subset_chunk(dataset: Dataset, config: PoolConfig, fraction: float, seeds: list[int]):
+def subset_chunks(config: PoolConfig) -> list[tuple[float, list[int]]]:
+    """The subset pool as ``(fraction, seeds)`` chunks of at most ``config.chunk`` networks (one stacked run each)."""
+    return [(fraction, chunk) for index, fraction in enumerate(config.subset_fractions)
+            for chunk in _chunks([config.seed + 1000 * index + m for m in range(config.models_per_fraction)], config.chunk)]
+
+
+def train_subset_chunk(dataset: Dataset, config: PoolConfig, fraction: float, seeds: list[int]
+                       ) -> tuple[dict[str, torch.Tensor], dict]:
+    """Networks ``seeds``, each trained to the end on its own random ``fraction`` of every class: test
+    ``predictions`` [M, T] (uint8) and ``accuracies`` [M]."""
     per_class = max(1, round(fraction * len(dataset.train) / dataset.num_classes))
     subsets = torch.stack([sample_per_class(dataset.train.labels, per_class, seed, dataset.num_classes) for seed in seeds])
     stacked = _nets(config, dataset, seeds)
@@ -90,27 +76,31 @@ def _chunks(seeds: list[int], size: int) -> list[list[int]]:
     return [seeds[start:start + size] for start in range(0, len(seeds), size)]
 
 
-def subset_jobs(dataset: Dataset, config: PoolConfig = PoolConfig()) -> list[Job]:
-    """One job per chunk of subset networks (``models_per_fraction`` per fraction, each on its own random subset)."""
-    return [data_job(SUBSET_KIND,
-                     {"data": dataset.source, "net": config.net, "fraction": fraction, "epochs": config.subset_epochs, "seeds": chunk},
-                     partial(_subset_chunk, config=config, fraction=fraction, seeds=chunk), dataset)
-            for index, fraction in enumerate(config.subset_fractions)
-            for chunk in _chunks([config.seed + 1000 * index + m for m in range(config.models_per_fraction)], config.chunk)]
-
-
-def subset_pool(dataset: Dataset, config: PoolConfig = PoolConfig(), store: Store | None = None,
-                runner: Runner | None = None) -> SubsetPool:
-    """Train (or load) ``models_per_fraction`` networks per subset fraction; each sees its own random subset.
-    ``runner``: where missing chunks are trained (``ddnb.jobs``; default this process)."""
-    jobs = subset_jobs(dataset, config)
-    parts = [artifact.tensors for artifact in run_jobs(jobs, store or Store(), runner, desc="subset pool")]
-    fractions = [job.key["fraction"] for job in jobs for _ in job.key["seeds"]]
+def subset_pool_of(parts: list[dict[str, torch.Tensor]], chunks: list[tuple[float, list[int]]]) -> SubsetPool:
+    """The pool from its chunks' tensors (``train_subset_chunk``), in ``subset_chunks`` order."""
+    fractions = [fraction for fraction, seeds in chunks for _ in seeds]
     return SubsetPool(torch.tensor(fractions, dtype=torch.float64), torch.cat([p["accuracies"] for p in parts]),
                       torch.cat([p["predictions"].long() for p in parts]))
 
 
-def _early_chunk(dataset: Dataset, config: PoolConfig, seeds: list[int], keep: int):
+def subset_pool(dataset: Dataset, config: PoolConfig = PoolConfig()) -> SubsetPool:
+    """Train ``models_per_fraction`` networks per subset fraction; each sees its own random subset."""
+    chunks = subset_chunks(config)
+    return subset_pool_of([train_subset_chunk(dataset, config, fraction, seeds)[0] for fraction, seeds in chunks], chunks)
+
+
+def early_chunks(config: PoolConfig) -> list[tuple[list[int], int]]:
+    """The early pool as ``(seeds, keep)`` chunks: ``keep`` of them (the first ``snapshot_models`` of the pool)
+    keep their parameters at every recorded iteration."""
+    seeds = [config.seed + 500_000 + m for m in range(config.early_models)]
+    return [(chunk, max(0, min(len(chunk), config.snapshot_models - index * config.chunk)))
+            for index, chunk in enumerate(_chunks(seeds, config.chunk))]
+
+
+def train_early_chunk(dataset: Dataset, config: PoolConfig, seeds: list[int], keep: int) -> tuple[dict[str, torch.Tensor], dict]:
+    """Networks ``seeds`` trained on all real data for early training, test predictions recorded every
+    ``record_every`` iterations: ``iterations`` [I], ``accuracies`` [M, I], ``predictions`` [M, I, T] and the
+    parameters ``snapshot.NAME`` [keep, I, ...] of the first ``keep``."""
     protocol = get_protocol("real", steps=config.early_iterations or get_protocol("real").iterations(len(dataset.train)))
     iterations = list(range(0, protocol.steps + 1, config.record_every))
     test = (dataset.test.images, dataset.test.labels)
@@ -125,28 +115,17 @@ def _early_chunk(dataset: Dataset, config: PoolConfig, seeds: list[int], keep: i
     return tensors, {}
 
 
-def early_jobs(dataset: Dataset, config: PoolConfig = PoolConfig()) -> list[Job]:
-    """One job per chunk of ``early_models`` networks trained on all real data (the first
-    ``snapshot_models`` keep their parameters)."""
-    seeds = [config.seed + 500_000 + m for m in range(config.early_models)]
-    jobs = []
-    for index, chunk in enumerate(_chunks(seeds, config.chunk)):
-        keep = max(0, min(len(chunk), config.snapshot_models - index * config.chunk))
-        key = {"data": dataset.source, "pool": dataclasses.asdict(config), "seeds": chunk, "keep": keep}
-        make = partial(_early_chunk, config=config, seeds=chunk, keep=keep)
-        jobs.append(data_job(EARLY_KIND, key, make, dataset))
-    return jobs
-
-
-def early_pool(dataset: Dataset, config: PoolConfig = PoolConfig(), store: Store | None = None,
-               runner: Runner | None = None) -> EarlyPool:
-    """Train (or load) ``early_models`` networks on all real data, recording test predictions during early training.
-    ``runner``: where missing chunks are trained (``ddnb.jobs``; default this process)."""
-    parts = [artifact.tensors for artifact in run_jobs(early_jobs(dataset, config), store or Store(), runner, desc="early pool")]
+def early_pool_of(parts: list[dict[str, torch.Tensor]]) -> EarlyPool:
+    """The pool from its chunks' tensors (``train_early_chunk``), in ``early_chunks`` order."""
     snapshots = {name.split(".", 1)[1]: torch.cat([p[name] for p in parts if name in p])
                  for name in parts[0] if name.startswith("snapshot.")}
     return EarlyPool(parts[0]["iterations"], torch.cat([p["accuracies"] for p in parts]),
                      torch.cat([p["predictions"].long() for p in parts]), snapshots)
+
+
+def early_pool(dataset: Dataset, config: PoolConfig = PoolConfig()) -> EarlyPool:
+    """Train ``early_models`` networks on all real data, recording test predictions during early training."""
+    return early_pool_of([train_early_chunk(dataset, config, seeds, keep)[0] for seeds, keep in early_chunks(config)])
 
 
 def agreement(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

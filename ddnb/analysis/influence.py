@@ -14,8 +14,9 @@ so a positive value means image i *helped* test image j. Losses are per-image cr
   match. Masking by weights is exact only when images do not interact in the forward pass: the ConvNets'
   instance norm is per image; BatchNorm is refused.
 - ``influence_functions`` approximates LOO at the final model by (1/n) grad L_j^T (H + lambda I)^-1 grad L_i
-  (Koh & Liang 2017), the inverse-Hessian-vector products by batched conjugate gradient;
-  ``damping_sweep`` scores several lambda against a LOO matrix.
+  (Koh & Liang 2017), the inverse-Hessian-vector products by batched conjugate gradient, lambda by default
+  from the curvature (above |lambda_min|); a diverged solve is an error, never a result.
+  ``damping_sweep`` scores several lambda against a LOO matrix (a diverged one scores NaN, with a note).
 - ``tracin`` is the gradient dot-product baseline (lr / n) sum_c grad L_j(theta_c) . grad L_i(theta_c).
 - ``agreement`` compares two matrices: per-test-image Pearson and Spearman, top-k overlap per row.
 
@@ -39,12 +40,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, grad, jvp, vjp, vmap
 
+from ddnb.analysis.curvature import lanczos
 from ddnb.errors import DdnbError
 from ddnb.nets import build_net
 from ddnb.params import detached_parameters, flatten, unflatten
 from ddnb.stacked import Stack, logits
-from ddnb.stacked import train_stacked as stacked_training
-from ddnb.store import Artifact, Store, fingerprint, kept, load_artifact, save_artifact
+from ddnb.stacked import train_stacked
+from ddnb.store import Artifact, fingerprint, load_artifact, save_artifact
 from ddnb.train import Protocol, evaluate, get_protocol, train
 
 with warnings.catch_warnings():  # torch loads its forward-mode (jvp) rules with the deprecated torch.jit.script:
@@ -56,6 +58,10 @@ if TYPE_CHECKING:  # only a type: importing ddnb.distill would load every distil
 
 KIND = "influence"
 Params = dict[str, Tensor]
+# The largest relative CG residual accepted as a result. A truncated solve ranks images as the converged one does
+# (ConvNet, paper300 on 50 shapes images, damping 1e-2: residual 0.056 after 10 iterations, Pearson with LOO 0.583
+# against 0.585 converged); a diverged one ends near 1 or above (1.35-58.5 for the CIFAR-10 ConvNet at damping 1e-3).
+MAX_RESIDUAL = 0.1
 
 
 # ---- result
@@ -95,18 +101,6 @@ class InfluenceResult:
             raise DdnbError(f"{artifact.path} is not an influence result (no matrix tensor)")
         t = artifact.tensors
         return cls(t["matrix"], t["rows"], artifact.config, t["base_losses"], dict(artifact.meta))
-
-
-def save_influence(store: Store, result: InfluenceResult) -> Path:
-    """Store ``result`` under (``"influence"``, its config); returns the ``.safetensors`` path."""
-    return store.save(KIND, result.config, result.tensors(), result.meta)
-
-
-def load_influence(store: Store, config: dict[str, Any], device: torch.device | str = "cpu") -> InfluenceResult:
-    """The stored result whose config is ``config`` (raises ``DdnbError`` when there is none)."""
-    if not store.exists(KIND, config):
-        raise DdnbError(f"no influence result in {store.root} for this config")
-    return InfluenceResult.from_artifact(store.load(KIND, config, device))
 
 
 # ---- functional helpers
@@ -166,22 +160,6 @@ def leave_one_out_weights(n: int, rows: Tensor, dtype: torch.dtype = torch.float
     return weights
 
 
-def train_stacked(net: nn.Module, stacked: Params, images: Tensor, labels: Tensor, weights: Tensor,
-                  protocol: Protocol, backend: str = "auto", progress: bool = False) -> tuple[Params, Tensor]:
-    """Train M networks at once with full-batch SGD + momentum, as ``torch.optim.SGD`` under ``train``.
-
-    ``stacked`` name -> [M, ...] initial parameters (not modified); images [n, C, H, W] and labels [n]
-    are shared; ``weights`` [M, n]: model m minimises sum(w * loss) / sum(w) over the images.
-    Returns the trained parameters [M, ...] and the training loss of every update [iterations, M].
-    """
-    _check_protocol(protocol)
-    template = copy.deepcopy(net).train()  # as ``train`` does
-    models = Stack(template, {k: v.clone() for k, v in stacked.items()})
-    result = stacked_training(models, images, labels, protocol, [0] * len(weights), weights=weights, backend=backend,
-                              progress=progress)
-    return models.params, result.losses.T.to(images.dtype)
-
-
 def stacked_losses(net: nn.Module, stacked: Params, images: Tensor, labels: Tensor, pairs: int = 1024) -> Tensor:
     """Per-image cross-entropy [M, N] of every stacked network on images [N, C, H, W], in eval mode as ``evaluate``;
     at most ``pairs`` (network, image) forwards at once (``ddnb.stacked.logits``: 11 LOO models on 500 CIFAR-10
@@ -221,14 +199,16 @@ def loo_influence(net: nn.Module, images: Tensor, labels: Tensor, test_images: T
     """
     protocol = protocol or get_protocol("paper300")
     _check_independent(net)
+    _check_protocol(protocol)
     rows = _rows(len(images), indices)
     weights = leave_one_out_weights(len(images), rows, images.dtype).to(images.device)
-    initial = detached_parameters(net)
+    initial, template = detached_parameters(net), copy.deepcopy(net).train()  # train mode, as ``train`` uses
     losses = []
     for chunk in weights.split(chunk_size):  # chunks bound memory: activations grow with the models per run
-        stacked = {k: v.expand(len(chunk), *v.shape).clone() for k, v in initial.items()}
-        trained, _ = train_stacked(net, stacked, images, labels, chunk, protocol, backend, progress)
-        losses.append(stacked_losses(net, trained, test_images, test_labels))
+        models = Stack(template, {k: v.expand(len(chunk), *v.shape).clone() for k, v in initial.items()})
+        # model m minimises sum(w * loss) / sum(w): full-batch SGD with momentum, as ``train`` on the kept images
+        train_stacked(models, images, labels, protocol, [0] * len(chunk), weights=chunk, backend=backend, progress=progress)
+        losses.append(stacked_losses(net, models.params, test_images, test_labels))
     test_losses = torch.cat(losses)  # [k + 1, T]
     config = _loo_config(protocol, len(images), rows, len(test_images), "loo", config)
     return InfluenceResult(test_losses[1:] - test_losses[0], rows, config, test_losses[0])
@@ -262,32 +242,34 @@ def _initial_network(distilled: Distilled, net: str, seed: int, device: torch.de
     return build_net(net, seed, images.shape[1], images.shape[-1], len(distilled.meta["classes"]), device)
 
 
+def distilled_influence_config(distilled: Distilled, test_images: Tensor, net: str = "convnet", seed: int = 0,
+                               protocol: Protocol | str = "paper300", indices: Sequence[int] | Tensor | None = None) -> dict:
+    """The config of ``distilled_influence``'s result (what identifies it): the distilled set's config, the net,
+    seed and protocol, the rows left out and fingerprints of both image sets."""
+    protocol = get_protocol(protocol) if isinstance(protocol, str) else protocol
+    images = distilled.images
+    extra = {"distilled": distilled.config, "net": net, "seed": seed,
+             "train_sha256": fingerprint(images.to(test_images.device)), "test_sha256": fingerprint(test_images)}
+    return _loo_config(protocol, len(images), _rows(len(images), indices), len(test_images), "loo", extra)
+
+
 def distilled_influence(distilled: Distilled, test_images: Tensor, test_labels: Tensor, net: str = "convnet",
-                        seed: int = 0, protocol: Protocol | str = "paper300", store: Store | None = None,
-                        chunk_size: int = 16, indices: Sequence[int] | Tensor | None = None,
-                        progress: bool = False) -> InfluenceResult:
+                        seed: int = 0, protocol: Protocol | str = "paper300", chunk_size: int = 16,
+                        indices: Sequence[int] | Tensor | None = None, progress: bool = False) -> InfluenceResult:
     """The paper's analysis: LOO influence of every image of ``distilled`` on every test image.
 
-    The network is ``build_net(net, seed)`` (the shared initialisation) on the test images' device. With a
-    ``store``, the result is looked up under (``"influence"``, config) and saved after computing; the
-    config holds the distilled set's config, the net, seed and protocol and fingerprints of both image sets.
-    ``indices``: which images to leave out (default all; see ``rows_per_class``).
+    The network is ``build_net(net, seed)`` (the shared initialisation) on the test images' device; the result's
+    config is ``distilled_influence_config``. ``indices``: which images to leave out (default all; see
+    ``rows_per_class``).
     """
     protocol = get_protocol(protocol) if isinstance(protocol, str) else protocol
     images, labels = distilled.images.to(test_images.device), distilled.labels.to(test_images.device)
-    extra = {"distilled": distilled.config, "net": net, "seed": seed,
-             "train_sha256": fingerprint(images), "test_sha256": fingerprint(test_images)}
-    config = _loo_config(protocol, len(images), _rows(len(images), indices), len(test_images), "loo", extra)
-
-    def make() -> tuple[dict[str, Tensor], dict]:
-        model = _initial_network(distilled, net, seed, test_images.device)
-        result = loo_influence(model, images, labels, test_images, test_labels, protocol, indices, chunk_size=chunk_size,
-                               config=extra, progress=progress)
-        return result.tensors(), result.meta
-
-    tensors, meta = kept(store, KIND, config, make)  # through the store, its cost is recorded with it
-    tensors = {name: value.to(test_images.device) for name, value in tensors.items()}
-    return InfluenceResult(tensors["matrix"], tensors["rows"], config, tensors["base_losses"], dict(meta))
+    config = distilled_influence_config(distilled, test_images, net, seed, protocol, indices)
+    extra = {name: config[name] for name in ("distilled", "net", "seed", "train_sha256", "test_sha256")}
+    model = _initial_network(distilled, net, seed, test_images.device)
+    result = loo_influence(model, images, labels, test_images, test_labels, protocol, indices, chunk_size=chunk_size,
+                           config=extra, progress=progress)
+    return result
 
 
 # ---- gradients and curvature
@@ -332,11 +314,12 @@ def curvature_matvec(net: nn.Module, params: Params, images: Tensor, labels: Ten
 
 
 def conjugate_gradient(matvec: Callable[[Tensor], Tensor], b: Tensor, iterations: int = 100,
-                       tolerance: float = 1e-6) -> tuple[Tensor, Tensor]:
+                       tolerance: float = 1e-6) -> tuple[Tensor, Tensor, Tensor]:
     """Solve A x = b for every row of b [k, P] (A symmetric positive definite, given by ``matvec``).
 
     Rows stop once ||r|| <= tolerance * ||b||, or when they meet non-positive curvature p^T A p <= 0 (A is
-    not positive definite there: raise the damping). Returns x [k, P] and the relative residuals [k].
+    not positive definite: raise the damping). Returns x [k, P], the relative residuals [k] and which rows
+    met non-positive curvature [k] bool (their x is not a solution).
     """
     x, r = torch.zeros_like(b), b.clone()
     p, rs = r.clone(), (r * r).sum(1)
@@ -356,7 +339,7 @@ def conjugate_gradient(matvec: Callable[[Tensor], Tensor], b: Tensor, iterations
         rs_new = (r[active] ** 2).sum(1)
         p[active] = r[active] + (rs_new / rs[active])[:, None] * pa
         rs[active] = rs_new
-    return x, rs.sqrt() / b_norm
+    return x, rs.sqrt() / b_norm, broken
 
 
 # ---- approximations
@@ -370,41 +353,95 @@ def _test_dot(net: nn.Module, params: Params, test_images: Tensor, test_labels: 
     return torch.cat(parts, 1)
 
 
+@dataclass
+class _Solve:
+    """One damping's IF matrix [k, T], its CG relative residuals [k] and rows that met negative curvature [k]."""
+
+    damping: float
+    matrix: Tensor
+    residual: Tensor
+    indefinite: Tensor
+
+    def failure(self, iterations: int, max_residual: float) -> str:
+        """Why this solve is not a result, or "" when it is."""
+        if self.indefinite.any():
+            return (f"curvature + damping {self.damping:g} is not positive definite: conjugate gradients met negative "
+                    f"curvature in {int(self.indefinite.sum())} of {len(self.indefinite)} rows "
+                    "(the damping is below |lambda_min|)")
+        worst = float(self.residual.max()) if len(self.residual) else 0.0
+        if not worst <= max_residual:  # NaN fails too
+            return (f"conjugate gradients did not converge at damping {self.damping:g}: relative residual {worst:.3g} "
+                    f"> {max_residual:g} after {iterations} iterations")
+        return ""
+
+
 def _influence_matrices(net: nn.Module, images: Tensor, labels: Tensor, test_images: Tensor, test_labels: Tensor,
                         dampings: Sequence[float], rows: Tensor, weight_decay: float, curvature: str,
-                        iterations: int, tolerance: float, batch_size: int) -> tuple[list[Tensor], list[Tensor]]:
-    """One IF matrix [k, T] and its CG residuals [k] per damping; the test gradients are made once."""
+                        iterations: int, tolerance: float, batch_size: int) -> list[_Solve]:
+    """One IF solve per damping; the test gradients are made once."""
     params = detached_parameters(net)
     train_grads = per_image_gradients(net, params, images[rows.to(images.device)], labels[rows.to(labels.device)], batch_size)
-    solutions, residuals = [], []
+    solutions, diagnoses = [], []
     for damping in dampings:  # weight decay's Hessian is weight_decay * I: it joins the damping
         matvec = curvature_matvec(net, params, images, labels, curvature, weight_decay + damping)
-        solution, residual = conjugate_gradient(matvec, train_grads, iterations, tolerance)
+        solution, residual, indefinite = conjugate_gradient(matvec, train_grads, iterations, tolerance)
         solutions.append(solution)
-        residuals.append(residual)
+        diagnoses.append((residual, indefinite))
     dots = _test_dot(net, params, test_images, test_labels, torch.cat(solutions), batch_size)
-    return [m / len(images) for m in dots.split(len(rows))], residuals
+    return [_Solve(d, m / len(images), r, i) for d, m, (r, i) in zip(dampings, dots.split(len(rows)), diagnoses)]
+
+
+def curvature_damping(net: nn.Module, images: Tensor, labels: Tensor, weight_decay: float = 0.0,
+                      curvature: str = "hessian", steps: int = 30, seed: int = 0) -> tuple[float, dict[str, float]]:
+    """A damping that makes C + weight_decay I + damping I positive definite and well conditioned.
+
+    Lanczos (``steps`` curvature products from ``seed``) estimates the extreme eigenvalues of C + weight_decay I;
+    the damping is the larger of 2 |lambda_min| (when negative: Ritz values lie inside the spectrum, so the
+    factor 2 covers an underestimate) and lambda_max / 100 (which keeps the condition number below about 200,
+    and so the iterations CG needs bounded). Returns the damping and the estimates.
+    """
+    params = detached_parameters(net)
+    matvec = curvature_matvec(net, params, images, labels, curvature, weight_decay)
+    dtype = next(iter(params.values())).dtype
+    size = sum(p.numel() for p in params.values())
+    tridiagonal, _ = lanczos(lambda v: matvec(v[None].to(dtype))[0], size, steps, seed, images.device)
+    ritz = torch.linalg.eigvalsh(tridiagonal)
+    lowest, highest = float(ritz[0]), float(ritz[-1])
+    damping = max(2 * max(0.0, -lowest), highest / 100)
+    return damping, {"lambda_min": lowest, "lambda_max": highest, "steps": len(tridiagonal)}
 
 
 def influence_functions(net: nn.Module, images: Tensor, labels: Tensor, test_images: Tensor, test_labels: Tensor,
-                        damping: float = 1e-3, indices: Sequence[int] | Tensor | None = None, weight_decay: float = 0.0,
-                        curvature: str = "hessian", iterations: int = 100, tolerance: float = 1e-6,
-                        batch_size: int = 64, config: dict | None = None) -> InfluenceResult:
+                        damping: float | None = None, indices: Sequence[int] | Tensor | None = None,
+                        weight_decay: float = 0.0, curvature: str = "hessian", iterations: int = 100,
+                        tolerance: float = 1e-6, batch_size: int = 64, config: dict | None = None,
+                        max_residual: float = MAX_RESIDUAL) -> InfluenceResult:
     """Influence-function estimate of LOO at the trained ``net``: (1/n) grad L_j^T (H + lambda I)^-1 grad L_i.
 
     H is the curvature of the training objective mean_i L_i + weight_decay / 2 ||theta||^2 over all n images
-    (so ``weight_decay`` should be the protocol's, and ``damping`` lambda is extra). The sign follows the
-    LOO definition: positive when leaving i out raises test loss j. Returns ``matrix`` [k, T];
-    ``meta["cg_residual"]`` holds each row's relative CG residual.
+    (so ``weight_decay`` should be the protocol's, and ``damping`` lambda is extra). ``damping`` None (the
+    default) chooses it from the curvature (``curvature_damping``, estimates in ``meta["lanczos"]``): a
+    trained network's Hessian has negative eigenvalues, and a damping below |lambda_min| makes CG diverge.
+    The sign follows the LOO definition: positive when leaving i out raises test loss j. Returns ``matrix``
+    [k, T]; ``meta["cg_residual"]`` holds each row's relative CG residual (CG stops at ``tolerance``).
+    Raises ``DdnbError`` when the solve is not a result: a row met negative curvature, or ended with a
+    relative residual above ``max_residual``.
     """
     _check_independent(net)
     rows = _rows(len(images), indices)
-    matrices, residuals = _influence_matrices(net, images, labels, test_images, test_labels, [damping], rows,
-                                              weight_decay, curvature, iterations, tolerance, batch_size)
+    meta: dict[str, Any] = {}
+    if damping is None:
+        damping, meta["lanczos"] = curvature_damping(net, images, labels, weight_decay, curvature)
+    solve, = _influence_matrices(net, images, labels, test_images, test_labels, [damping], rows, weight_decay, curvature,
+                                 iterations, tolerance, batch_size)
+    failure = solve.failure(iterations, max_residual)
+    if failure:
+        raise DdnbError(f"influence functions: {failure}; raise the damping (damping=None chooses it from the curvature)"
+                        " or the iterations")
     settings = {"method": "influence_function", "damping": damping, "weight_decay": weight_decay, "curvature": curvature,
                 "cg_iterations": iterations, "cg_tolerance": tolerance, "train_count": len(images),
                 "test_count": len(test_images), "rows": rows.tolist()} | (config or {})
-    return InfluenceResult(matrices[0], rows, settings, meta={"cg_residual": residuals[0].tolist()})
+    return InfluenceResult(solve.matrix, rows, settings, meta=meta | {"cg_residual": solve.residual.tolist()})
 
 
 def tracin(net: nn.Module, images: Tensor, labels: Tensor, test_images: Tensor, test_labels: Tensor,
@@ -439,6 +476,7 @@ class Agreement:
     ``pearson``, ``spearman`` [T]: per test image, correlation over the k training images (NaN where a
     column is constant); ``top_overlap`` [k]: per training image, the fraction of its ``top`` most
     influenced test images (largest values) that both matrices share; ``pearson_all``: over all entries.
+    ``note``: empty, or why ``a`` is not a result and every score is NaN (see ``damping_sweep``).
     """
 
     pearson: Tensor
@@ -446,6 +484,7 @@ class Agreement:
     top_overlap: Tensor
     pearson_all: float
     top: int
+    note: str = ""  # why the estimate is not a result (then every score is NaN), e.g. a diverged CG solve
 
     def summary(self) -> dict[str, float]:
         """Means over test images (NaN ignored) and training images."""
@@ -478,50 +517,54 @@ def agreement(a: Tensor, b: Tensor, top: int = 10) -> Agreement:
 def damping_sweep(net: nn.Module, images: Tensor, labels: Tensor, test_images: Tensor, test_labels: Tensor,
                   reference: InfluenceResult, dampings: Sequence[float] = (1e-4, 1e-3, 1e-2, 1e-1, 1.0),
                   weight_decay: float = 0.0, curvature: str = "hessian", iterations: int = 100,
-                  tolerance: float = 1e-6, batch_size: int = 64, top: int = 10) -> dict[float, Agreement]:
+                  tolerance: float = 1e-6, batch_size: int = 64, top: int = 10,
+                  max_residual: float = MAX_RESIDUAL) -> dict[float, Agreement]:
     """Agreement with ``reference`` (a LOO result; its rows are used) of the IF estimate at each damping.
 
     ``net`` must be the network trained on all images (for LOO, the same protocol and initialisation).
+    A damping whose solve is not a result (negative curvature met, or a residual above ``max_residual``:
+    see ``influence_functions``) is not an error here, so one bad damping leaves the others' scores:
+    its ``Agreement`` is NaN throughout and its ``note`` says why.
     """
     rows = reference.rows
-    matrices, _ = _influence_matrices(net, images, labels, test_images, test_labels, dampings, rows, weight_decay,
-                                      curvature, iterations, tolerance, batch_size)
-    return {d: agreement(m, reference.matrix.to(m), top) for d, m in zip(dampings, matrices)}
+    solves = _influence_matrices(net, images, labels, test_images, test_labels, dampings, rows, weight_decay,
+                                 curvature, iterations, tolerance, batch_size)
+    return {solve.damping: _scored(solve, reference.matrix, iterations, max_residual, top) for solve in solves}
 
 
-AGREEMENT_KIND = "influence-agreement"
-_AGREEMENT_FIELDS = ("pearson", "spearman", "top_overlap")
+def _scored(solve: _Solve, reference: Tensor, iterations: int, max_residual: float, top: int) -> Agreement:
+    """``agreement`` of the solve's matrix with ``reference``, or NaN scores and the reason when it is no result."""
+    failure = solve.failure(iterations, max_residual)
+    if not failure:
+        return agreement(solve.matrix, reference.to(solve.matrix), top)
+    k, count = solve.matrix.shape
+    nan = float("nan")
+    columns, rows = torch.full((count,), nan, dtype=torch.float64), torch.full((k,), nan, dtype=torch.float64)
+    return Agreement(columns, columns.clone(), rows, nan, min(top, count), failure)
+
+
+AGREEMENT_FIELDS = ("pearson", "spearman", "top_overlap")
 
 
 def estimate_agreement(distilled: Distilled, reference: InfluenceResult, test_images: Tensor, test_labels: Tensor,
                        net: str = "convnet", seed: int = 0, protocol: Protocol | str = "paper300",
                        dampings: Sequence[float] = (1e-4, 1e-3, 1e-2, 1e-1, 1.0), iterations: int = 100,
-                       top: int = 10, store: Store | None = None) -> dict[str, Agreement]:
+                       top: int = 10) -> dict[str, Agreement]:
     """How well the cheap estimates agree with ``reference``, the LOO result of ``distilled_influence`` (same
     ``net``, ``seed``, ``protocol`` and test images): the influence function at each damping (with the
     protocol's weight decay in the curvature) and the gradient dot product, all at the network trained on
     every image from the shared initialisation. Returns label -> ``Agreement``, in the order of a table (no
-    ``dampings``: the gradient dot product alone). ``store``: the agreements are kept there (the conjugate
-    gradients behind them are most of the semantics page's time at ``cifar10-cpu`` once LOO is stored).
+    ``dampings``: the gradient dot product alone). A damping whose solve diverged scores NaN and its
+    ``note`` says why (``damping_sweep``). The conjugate gradients behind them are most of the semantics page's
+    time at ``cifar10-cpu`` once LOO is stored.
     """
     protocol = get_protocol(protocol) if isinstance(protocol, str) else protocol
     images, labels = distilled.images.to(test_images.device), distilled.labels.to(test_images.device)
-
-    def make() -> tuple[dict[str, Tensor], dict]:
-        model = _initial_network(distilled, net, seed, test_images.device)
-        train(model, images, labels, protocol, seed)
-        sweep = damping_sweep(model, images, labels, test_images, test_labels, reference, dampings, protocol.weight_decay,
-                              iterations=iterations, top=top) if dampings else {}
-        results = {f"influence function, damping {damping:g}": result for damping, result in sweep.items()}
-        dots = tracin(model, images, labels, test_images, test_labels, indices=reference.rows)
-        results["gradient dot product (TracIn-like)"] = agreement(dots.matrix, reference.matrix.to(dots.matrix), top)
-        tensors = {f"{index}/{field}": getattr(result, field) for index, result in enumerate(results.values())
-                   for field in _AGREEMENT_FIELDS}
-        return tensors, {"labels": list(results), "pearson_all": [result.pearson_all for result in results.values()]}
-
-    key = {"images": fingerprint(images), "labels": fingerprint(labels), "reference": reference.config,
-           "test": [fingerprint(test_images), fingerprint(test_labels)], "net": net, "seed": seed,
-           "protocol": dataclasses.asdict(protocol), "dampings": list(dampings), "iterations": iterations, "top": top}
-    tensors, meta = kept(store, AGREEMENT_KIND, key, make)
-    return {label: Agreement(*(tensors[f"{index}/{field}"] for field in _AGREEMENT_FIELDS), meta["pearson_all"][index], top)
-            for index, label in enumerate(meta["labels"])}
+    model = _initial_network(distilled, net, seed, test_images.device)
+    train(model, images, labels, protocol, seed)
+    sweep = damping_sweep(model, images, labels, test_images, test_labels, reference, dampings, protocol.weight_decay,
+                          iterations=iterations, top=top) if dampings else {}
+    results = {f"influence function, damping {damping:g}": result for damping, result in sweep.items()}
+    dots = tracin(model, images, labels, test_images, test_labels, indices=reference.rows)
+    results["gradient dot product (TracIn-like)"] = agreement(dots.matrix, reference.matrix.to(dots.matrix), top)
+    return results

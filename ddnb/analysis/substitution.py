@@ -1,44 +1,32 @@
 """Paper section 3: can distilled data substitute for real data?
 
-- ``evaluate_sets``: the plain score of each set (several seeds); ``own_space_evaluations`` the score of a
-  ZCA-whitened set in the space it was made in;
-- ``mixing``: add k real images per class to a set and train with the paper's protocol (one stacked
+- ``evaluate_set``: the plain score of a set (several seeds), the one evaluator of ddnb;
+- ``mixing`` / ``mixing_point``: add k real images per class to a set and train with the paper's protocol (one stacked
   run over seeds; each seed draws its own real images and network);
 - ``recognition_by_real_models``: accuracy of networks trained on real data on each distilled set;
 - ``pixel_histograms``: distribution of un-normalised pixel values;
 - ``feature_map``: a 2-D map of penultimate features of test and distilled images.
 
 Every function takes sets in the analysis input space (``in_analysis_space``: normalised, never ZCA),
-as the paper's analyses do. Given a ``store``, the trainings behind each result are kept there (keyed by
-the images' fingerprint, the data and the settings), so a second notebook or a rerun after a kill loads
-what was done.
+as the paper's analyses do. Nothing here reads or writes the store: ``ddnb.sections`` keeps the results.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 import torch
 from torch import nn
 
-from ddnb.data import DataConfig, Dataset, load_dataset, sample_per_class
+from ddnb.data import Dataset, sample_per_class
 from ddnb.distill.result import Distilled
 from ddnb.errors import DdnbError
 from ddnb.nets import build_net
 from ddnb.stacked import StackedEvaluation, evaluate_seeds
-from ddnb.store import Store, fingerprint, kept
 from ddnb.train import EvalConfig, Protocol, evaluate, train
 
 PAPER_KS = (0, 2, 10, 50, 250)
-MODEL_KIND, EVALUATION_KIND, MIXING_KIND = "model", "evaluation", "mixing"
-
-
-def _data_key(images: torch.Tensor, labels: torch.Tensor, dataset: Dataset, config: EvalConfig) -> dict:
-    whitening = dataset.transform.zca_fingerprint()  # a whitened test split is another test (absent: the plain one)
-    return {"images": fingerprint(images), "labels": fingerprint(labels), "data": dataset.source,
-            "evaluation": dataclasses.asdict(config)} | ({"zca": whitening} if whitening else {})
 
 
 def in_analysis_space(distilled: Distilled, dataset: Dataset) -> torch.Tensor:
@@ -69,11 +57,25 @@ class MixingResult:
         return self.accuracies.std(1) if len(self.seeds) > 1 else torch.zeros(len(self.ks))
 
 
-def _mixing_point(images, labels, dataset: Dataset, k: int, config: EvalConfig) -> torch.Tensor:
-    """Accuracies [seeds] for one k: seed s adds its own k real images per class and trains its own network."""
+def evaluate_set(images: torch.Tensor, labels: torch.Tensor, dataset: Dataset, config: EvalConfig) -> StackedEvaluation:
+    """One network per seed of ``config`` trained on images [M, C, H, W] / labels [M] and tested on ``dataset``'s
+    test split: the one evaluator of ddnb (``ddnb evaluate`` and the book)."""
+    device = dataset.train.images.device
+    return evaluate_seeds(images.to(device), labels.to(dataset.train.labels.device),
+                          (dataset.test.images, dataset.test.labels), config, dataset.num_classes)
+
+
+def mixing_point(images: torch.Tensor, labels: torch.Tensor, dataset: Dataset, k: int, config: EvalConfig) -> torch.Tensor:
+    """Accuracies [seeds] for one k: seed s adds its own k real images per class and trains its own network
+    (k = 0: the set alone, ``evaluate_set``)."""
+    if labels.dim() != 1:
+        raise DdnbError("mixing needs hard labels [M]; soft-label sets cannot be mixed with real images as the paper does")
+    if k == 0:
+        return evaluate_set(images, labels, dataset, config).accuracies
     train = dataset.train
+    images, labels = images.to(train.images.device), labels.to(train.labels.device)
     extra = torch.stack([sample_per_class(train.labels, k, 10_000 + seed, dataset.num_classes) for seed in config.seeds])
-    pool_images, pool_labels = torch.cat([images, train.images]), torch.cat([labels.to(train.labels), train.labels])
+    pool_images, pool_labels = torch.cat([images, train.images]), torch.cat([labels, train.labels])
     own = torch.arange(len(images)).expand(len(config.seeds), -1)
     subsets = torch.cat([own, extra + len(images)], dim=1)  # [S, M + k*C] indices into the pooled images
     test = (dataset.test.images, dataset.test.labels)
@@ -81,84 +83,22 @@ def _mixing_point(images, labels, dataset: Dataset, k: int, config: EvalConfig) 
 
 
 def mixing(images: torch.Tensor, labels: torch.Tensor, dataset: Dataset, ks: Sequence[int] = PAPER_KS,
-           config: EvalConfig = EvalConfig(), store: Store | None = None) -> MixingResult:
+           config: EvalConfig = EvalConfig()) -> MixingResult:
     """Train on ``images`` [M, C, H, W] / ``labels`` [M] plus k random real training images per class, for each
     k in ``ks``, one network per seed of ``config`` (the real images drawn differently per seed too).
 
     The paper's protocol (``paper300``: full batch, 300 steps) trains on all M + k*classes images at once.
-    ``store``: each k's accuracies are kept there once made (k = 0 is the set's evaluation, as ``evaluate_sets``).
     """
-    if labels.dim() != 1:
-        raise DdnbError("mixing needs hard labels [M]; soft-label sets cannot be mixed with real images as the paper does")
-    key = _data_key(images, labels, dataset, config)
-
-    def point(k: int) -> torch.Tensor:
-        if k == 0:  # the set alone: the same networks and numbers as its evaluation, which another page may have made
-            return _evaluation(images, labels, dataset, config, store).accuracies
-        return kept(store, MIXING_KIND, key | {"k": k},
-                    lambda: ({"accuracies": _mixing_point(images, labels, dataset, k, config)}, {}))[0]["accuracies"]
-
-    return MixingResult(list(ks), list(config.seeds), torch.stack([point(k) for k in ks]))
+    return MixingResult(list(ks), list(config.seeds), torch.stack([mixing_point(images, labels, dataset, k, config) for k in ks]))
 
 
-def real_trained_model(dataset: Dataset, net: str, protocol: Protocol, seed: int = 0, store: Store | None = None,
-                       progress: bool = False) -> nn.Module:
-    """A ``net`` trained on all of ``dataset.train`` with ``protocol`` (loaded from the store when made before);
-    ``progress``: a bar over the training (off by default: in a notebook it would end up on the page)."""
+def real_trained_model(dataset: Dataset, net: str, protocol: Protocol, seed: int = 0, progress: bool = False) -> nn.Module:
+    """A ``net`` trained on all of ``dataset.train`` with ``protocol``; ``progress``: a bar over the training
+    (off by default: in a notebook it would end up on the page)."""
     channels, size = dataset.image_shape[0], dataset.image_shape[-1]
     model = build_net(net, seed, channels, size, dataset.num_classes, device=dataset.train.images.device)
-
-    def make():
-        train(model, dataset.train.images, dataset.train.labels, protocol, seed, progress=progress)
-        return model.state_dict(), {"test_accuracy": evaluate(model, dataset.test.images, dataset.test.labels).accuracy}
-
-    if store is None:
-        make()
-        return model
-    key = {"data": dataset.source, "net": net, "protocol": dataclasses.asdict(protocol), "seed": seed}
-    model.load_state_dict(store.get_or_make(MODEL_KIND, key, make).tensors)
+    train(model, dataset.train.images, dataset.train.labels, protocol, seed, progress=progress)
     return model
-
-
-def evaluate_sets(sets: Mapping[str, Distilled], dataset: Dataset, config: EvalConfig, store: Store | None = None
-                  ) -> dict[str, StackedEvaluation]:
-    """Train one network per seed on each set (in the analysis space) and test it: ``{name: StackedEvaluation}``.
-    ``store``: each set's evaluation is kept there once made (the book's pages share it)."""
-    results = {}
-    for name, distilled in sets.items():
-        images, labels = in_analysis_space(distilled, dataset), distilled.labels.to(dataset.test.labels.device)
-        results[name] = _evaluation(images, labels, dataset, config, store)
-    return results
-
-
-def own_space_evaluations(sets: Mapping[str, Distilled], data: DataConfig, config: EvalConfig, store: Store | None = None,
-                          device: torch.device | str = "cpu") -> dict[str, StackedEvaluation]:
-    """Evaluations of the ZCA-whitened sets among ``sets`` in the space they were made in: trained on their
-    images there and tested on the test split of ``data`` whitened the same way (ZCA refit on its training
-    images). The analyses work in the plain space (``evaluate_sets``), as the paper's do; a set made on
-    whitened images may train a network there less well, and this is what the method itself scores.
-    Sets without whitening are left out: ``{name: StackedEvaluation}``."""
-    results, datasets = {}, {}
-    for name, distilled in sets.items():
-        if not distilled.transform.whitened:
-            continue
-        made_on = distilled.config.get("data") or {}
-        own = dataclasses.replace(data, zca=True, zca_regularization=made_on.get("zca_regularization", data.zca_regularization))
-        if own not in datasets:
-            datasets[own] = load_dataset(own, store, device)
-        results |= evaluate_sets({name: distilled}, datasets[own], config, store)
-    return results
-
-
-def _evaluation(images: torch.Tensor, labels: torch.Tensor, dataset: Dataset, config: EvalConfig, store: Store | None
-                ) -> StackedEvaluation:
-    """One network per seed trained on images [M, C, H, W] / labels [M] and tested (kept in ``store``)."""
-    def make():
-        result = evaluate_seeds(images, labels, (dataset.test.images, dataset.test.labels), config, dataset.num_classes)
-        return {"predictions": result.predictions, "accuracies": result.accuracies}, {}
-
-    tensors, _ = kept(store, EVALUATION_KIND, _data_key(images, labels, dataset, config), make)
-    return StackedEvaluation(tensors["predictions"], tensors["accuracies"])
 
 
 def recognition_by_real_models(models: Mapping[str, nn.Module], sets: Mapping[str, tuple[torch.Tensor, torch.Tensor]]

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ddnb.errors import DdnbError
+from ddnb.errors import DdnbError, first_line
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 DecodedSplit = tuple[torch.Tensor, torch.Tensor]  # images uint8 [N, 3, H, W], labels int64 [N]
@@ -32,14 +32,16 @@ def _iter_files(path: Path):
             if file.suffix.lower() in IMAGE_SUFFIXES and file.is_file():
                 yield PurePosixPath(file.relative_to(path).as_posix()), file.read_bytes()
         return
+    if not tarfile.is_tarfile(path):  # tarfile's own error lists every compression it tried, one line each
+        raise DdnbError(f"{path} is neither a folder nor a readable tar archive; give a class-per-folder tree or a .tar of one")
     try:
         with tarfile.open(path) as archive:
             for member in archive:
                 name = PurePosixPath(member.name)
                 if member.isfile() and name.suffix.lower() in IMAGE_SUFFIXES:
                     yield name, archive.extractfile(member).read()
-    except tarfile.TarError as error:
-        raise DdnbError(f"{path} is neither a folder nor a readable tar archive ({error})") from None
+    except (tarfile.TarError, EOFError, OSError) as error:
+        raise DdnbError(f"{path} is not a readable tar archive ({first_line(error)}); it may be truncated") from None
 
 
 def _decode(data: bytes, name: PurePosixPath) -> np.ndarray:
@@ -47,7 +49,7 @@ def _decode(data: bytes, name: PurePosixPath) -> np.ndarray:
         with Image.open(io.BytesIO(data)) as image:
             return np.asarray(image.convert("RGB"))
     except OSError as error:
-        raise DdnbError(f"cannot decode image {name} ({error})") from None
+        raise DdnbError(f"cannot decode image {name} ({first_line(error)})") from None
 
 
 def _group(path: Path) -> dict[tuple[str, str], list[tuple[PurePosixPath, np.ndarray]]]:
@@ -65,17 +67,18 @@ def _group(path: Path) -> dict[tuple[str, str], list[tuple[PurePosixPath, np.nda
     return {key: sorted(items, key=lambda item: str(item[0])) for key, items in groups.items()}
 
 
-def _stack(items: list[tuple[PurePosixPath, np.ndarray]], label: int) -> DecodedSplit:
+def _stack(items: list[tuple[PurePosixPath, np.ndarray]], label: int, name: str) -> DecodedSplit:
     shapes = {array.shape for _, array in items}
     if len(shapes) != 1:
-        raise DdnbError(f"images of class {label} differ in size {sorted(shapes)}; resize them to one size first")
+        raise DdnbError(f"images of class {name!r} differ in size {sorted(shapes)}; resize them to one size first")
     images = torch.from_numpy(np.stack([array for _, array in items])).permute(0, 3, 1, 2).contiguous()
     return images, torch.full((len(items),), label, dtype=torch.int64)
 
 
 def _concat(parts: list[DecodedSplit]) -> DecodedSplit:
-    if len({images.shape[1:] for images, _ in parts}) != 1:
-        raise DdnbError("classes differ in image size; resize the images to one size first")
+    sizes = sorted({tuple(images.shape[1:]) for images, _ in parts})
+    if len(sizes) != 1:
+        raise DdnbError(f"classes differ in image size {sizes}; resize the images to one size first")
     return torch.cat([images for images, _ in parts]), torch.cat([labels for _, labels in parts])
 
 
@@ -103,11 +106,13 @@ def read_image_folder(path: str | Path, seed: int = 0) -> tuple[list[str], Decod
     if splits - {""} and "" in splits:
         raise DdnbError(f"{path} mixes train/test folders with top-level class folders")
     classes = sorted({name for _, name in groups})
+    if len(classes) < 2:
+        raise DdnbError(f"{path} holds one class ({classes[0]!r}); a classifier needs at least two class folders")
     if splits == {""}:
-        merged = _concat([_stack(groups[("", name)], label) for label, name in enumerate(classes)])
+        merged = _concat([_stack(groups[("", name)], label, name) for label, name in enumerate(classes)])
         return classes, *_hold_out(*merged, seed)
     missing = [(s, name) for s in ("train", "test") for name in classes if (s, name) not in groups]
     if missing:
         raise DdnbError(f"{path}: no images for {missing[0][1]!r} in its {missing[0][0]} split")
-    train, test = ([_stack(groups[(s, name)], label) for label, name in enumerate(classes)] for s in ("train", "test"))
+    train, test = ([_stack(groups[(s, name)], label, name) for label, name in enumerate(classes)] for s in ("train", "test"))
     return classes, _concat(train), _concat(test)

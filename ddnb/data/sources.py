@@ -17,7 +17,7 @@ from ddnb.data import cifar10, folder, shapes
 from ddnb.data.dataset import Dataset, InputTransform, Split
 from ddnb.data.sampling import sample_per_class
 from ddnb.data.zca import fit_zca
-from ddnb.errors import DdnbError
+from ddnb.errors import DdnbError, check_fields
 from ddnb.store import Store
 
 # The paper's CIFAR-10 statistics (used by every distiller's code), also used for imagefolder copies of CIFAR-10.
@@ -31,11 +31,17 @@ class DataConfig:
     """Which data set to load and how to prepare it."""
 
     name: str = field(default="shapes", metadata={"help": "shapes, cifar10 or imagefolder:PATH"})
-    seed: int = field(default=0, metadata={"help": "generator seed for shapes; held-out split seed for a single-tree imagefolder"})
+    seed: int = field(default=0, metadata={"help": "generator seed for shapes; held-out split seed for a single-tree imagefolder",
+                                                "min": 0})
     train_per_class: int | None = field(default=None, metadata={"help": "keep this many training images per class (None: all)"})
     test_size: int | None = field(default=None, metadata={"help": "keep N test images, the first of each class, balanced (None: all)"})
     zca: bool = field(default=False, metadata={"help": "ZCA-whiten after normalising (fit on train)"})
     zca_regularization: float = field(default=0.1, metadata={"help": "added to covariance eigenvalues before whitening"})
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        if self.name not in ("shapes", "cifar10") and not self.name.startswith("imagefolder:"):
+            raise DdnbError(f"unknown data set {self.name!r}; use shapes, cifar10 or imagefolder:PATH")
 
     def source(self) -> dict:
         """The part of the config that decides the decoded pixels (the cache key)."""

@@ -19,6 +19,7 @@ from ddnb.distill.real_subset import random_subset
 from ddnb.distill.result import KIND, Distilled
 from ddnb.errors import DdnbError
 from ddnb.jobs import Job, Runner, data_job, run_jobs
+from ddnb.profiles import PROFILES
 from ddnb.store import Store
 
 # method name -> (options dataclass, Method class); "random" has no optimisation loop
@@ -31,8 +32,6 @@ METHODS = ("random", *OPTIMISED)
 def preset(method: str, profile: str = "paper", ipc: int = 10) -> Preset:
     """``method``'s settings for a profile: the reduced presets beside each method's code, or for ``paper``
     the published CIFAR-10 settings at ``ipc`` (the nearest published IPC when ``ipc`` has none)."""
-    from ddnb.profiles import PROFILES  # profiles may name analysis settings that import distill: import late
-
     if method not in OPTIMISED:
         raise DdnbError(f"unknown method {method!r}; choose one of {', '.join(OPTIMISED)}")
     if profile not in PROFILES:
@@ -45,13 +44,19 @@ def preset(method: str, profile: str = "paper", ipc: int = 10) -> Preset:
     return Preset(module.PUBLISHED_STEPS, module.PUBLISHED[published_ipc], zca)
 
 
-def _options(method: str, overrides: dict[str, object]):
+def method_options(method: str, overrides: dict[str, object]):
+    """``method``'s options dataclass with ``overrides``; an unknown name or a bad value raises ``DdnbError``."""
+    if method not in OPTIMISED:
+        raise DdnbError(f"{method!r} has no options; these methods do: {', '.join(OPTIMISED)}")
     options_type = OPTIMISED[method][0]
     names = {f.name for f in dataclasses.fields(options_type)}
     unknown = sorted(set(overrides) - names)
     if unknown:
         raise DdnbError(f"{method} has no option(s) {', '.join(unknown)}; it has {', '.join(sorted(names))}")
-    return options_type(**overrides)
+    try:
+        return options_type(**overrides)
+    except DdnbError as error:
+        raise DdnbError(f"{method} option {error}") from None
 
 
 def setup(method: str, dataset: Dataset, ipc: int, generator: torch.Generator, init: str = "real",
@@ -59,7 +64,7 @@ def setup(method: str, dataset: Dataset, ipc: int, generator: torch.Generator, i
     """Everything an optimised method starts from: ``(method object, Synthetic, options dataclass)``."""
     if method not in OPTIMISED:
         raise DdnbError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-    settings = _options(method, options)
+    settings = method_options(method, options)
     method_type = OPTIMISED[method][1]
     learned_lr = settings.lr_teacher if getattr(method_type, "learns_lr", False) else None
     synthetic = make_synthetic(dataset, ipc, init, settings.lr_images, generator, learned_lr,
@@ -84,6 +89,8 @@ def distill(
     dataclass (e.g. ``real_per_class=64`` for DM). With a ``store``, the run checkpoints there and a
     rerun with the same arguments resumes from its last checkpoint.
     """
+    if ipc < 1:  # zero images per class make a NaN loss, not a set
+        raise DdnbError(f"ipc (images per class) must be at least 1, got {ipc}")
     if method == "random":
         if options:
             raise DdnbError(f"random takes no options (got {', '.join(options)})")
@@ -147,4 +154,5 @@ def distill_preset(method: str, data: DataConfig, profile: str = "smoke", ipc: i
     return distill_presets([method], data, profile, ipc, seed, store, device, progress, runner)[method]
 
 
-__all__ = ["METHODS", "Distilled", "LoopConfig", "Preset", "distill", "distill_job", "distill_preset", "distill_presets", "preset", "setup"]
+__all__ = ["METHODS", "Distilled", "LoopConfig", "Preset", "distill", "distill_job", "distill_preset", "distill_presets", "method_options",
+           "preset", "setup"]

@@ -28,8 +28,8 @@ from torch.utils._pytree import tree_map
 
 from ddnb import augment
 from ddnb.distill.loop import Preset, RealSampler, Synthetic, network_like
-from ddnb.errors import DdnbError
-from ddnb.nets import reinitialise
+from ddnb.errors import DdnbError, check_fields
+from ddnb.nets import NET_NAMES, reinitialise
 
 AUGMENTATION = augment.DSAConfig(strategy="flip_rotate", mode="multiple")
 
@@ -41,14 +41,20 @@ class BPTTOptions:
     window: int = field(default=60, metadata={"help": "differentiable inner steps at the end of the unroll"})
     unroll: int = field(default=200, metadata={"help": "largest total number of inner steps"})
     inner_lr: float = field(default=0.001, metadata={"help": "learning rate of the inner training"})
-    inner_optimizer: str = field(default="adam", metadata={"help": "adam (RaT-BPTT) or sgd (momentum, as the paper300 evaluation)"})
-    inner_momentum: float = field(default=0.9, metadata={"help": "momentum of the inner sgd"})
+    inner_optimizer: str = field(default="adam", metadata={"help": "adam (RaT-BPTT) or sgd (momentum, as the paper300 evaluation)",
+                                                        "choices": ("adam", "sgd")})
+    inner_momentum: float = field(default=0.9, metadata={"help": "momentum of the inner sgd", "max": 1})
     lr_images: float = field(default=0.001, metadata={"help": "Adam learning rate of the synthetic images"})
     real_batch: int = field(default=5000, metadata={"help": "real images in the outer loss"})
     clip_factor: float = field(default=2.0, metadata={"help": "clip the image gradient norm at this multiple of its running mean"})
-    clip_momentum: float = field(default=0.9, metadata={"help": "decay of the running mean of the gradient norm"})
+    clip_momentum: float = field(default=0.9, metadata={"help": "decay of the running mean of the gradient norm", "max": 1})
     augment: bool = field(default=True, metadata={"help": "per-image flip + rotate on synthetic and real batches"})
-    net: str = field(default="convnet", metadata={"help": "inner network"})
+    net: str = field(default="convnet", metadata={"help": "inner network", "choices": NET_NAMES})
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        if self.window > self.unroll:
+            raise DdnbError(f"window ({self.window}) must be between 1 and unroll ({self.unroll})")
 
 
 PUBLISHED = {10: BPTTOptions()}
@@ -61,7 +67,7 @@ PUBLISHED_ZCA = {10: True}
 # loop in place of Adam gained about two thirds as much.
 # cifar10-cpu (default ConvNet, ZCA): the inner loop is the evaluation's own (SGD lr 0.01, momentum 0.9, full
 # batch, no augmentation), window 10 of unrolls up to 20, 256 real images, image lr 0.01. In a screen at equal
-# CPU time (benchmarks/bptt_search.py, results/bptt-search-cpu.json; 8 minutes each, paper300 seed 0 from
+# CPU time (the former benchmarks/bptt_search.py, results/bptt-search-cpu.json; 8 minutes each, paper300 seed 0 from
 # 0.246 at the real start) it scored 0.378 against 0.355 with image lr 0.003, 0.321 with RaT-BPTT's Adam inner
 # loop and augmentation, and 0.294 with a 5-step window of 60-step unrolls. 13.5 s per step on 2 cores during
 # the screen, 20 s on the same machine two hours later (same code, a slower host): 160 steps fit 60 minutes at
@@ -106,10 +112,6 @@ class TruncatedBPTT:
     image_optimizer = "adam"
 
     def __init__(self, options: BPTTOptions, dataset=None, store=None):
-        if not 0 < options.window <= options.unroll:
-            raise DdnbError(f"window ({options.window}) must be between 1 and unroll ({options.unroll})")
-        if options.inner_optimizer not in ("adam", "sgd"):
-            raise DdnbError(f"unknown inner optimiser {options.inner_optimizer!r}; use adam or sgd")
         self.options = options  # dataset and store are unused: this method needs neither experts nor caches
         self.net: nn.Module | None = None
 

@@ -20,7 +20,8 @@ from torch import nn
 
 from ddnb import augment
 from ddnb.distill.loop import Preset, RealSampler, Synthetic, network_like
-from ddnb.nets import reinitialise
+from ddnb.errors import check_fields
+from ddnb.nets import NET_NAMES, reinitialise
 
 
 @dataclass(frozen=True)
@@ -29,8 +30,11 @@ class DMOptions:
 
     real_per_class: int = field(default=256, metadata={"help": "real images per class embedded each step"})
     lr_images: float = field(default=1.0, metadata={"help": "SGD learning rate of the synthetic images"})
-    net: str = field(default="convnet", metadata={"help": "embedding network (fresh random init each step)"})
+    net: str = field(default="convnet", metadata={"help": "embedding network (fresh random init each step)", "choices": NET_NAMES})
     dsa: bool = field(default=True, metadata={"help": "apply one shared DSA draw to real and synthetic images"})
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
 
 PUBLISHED = {ipc: DMOptions() for ipc in (1, 10, 50)}  # steps: 20,000 for every IPC

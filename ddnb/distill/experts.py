@@ -18,8 +18,9 @@ from functools import partial
 import torch
 
 from ddnb.data import Dataset
+from ddnb.errors import check_fields
 from ddnb.jobs import Job, Runner, data_job, run_jobs
-from ddnb.nets import build_net
+from ddnb.nets import NET_NAMES, build_net
 from ddnb.store import Store
 from ddnb.train import Protocol, train
 
@@ -31,14 +32,17 @@ Trajectory = dict[str, torch.Tensor]  # parameter name -> [snapshots + 1, *shape
 class ExpertConfig:
     """How each expert is trained and how often its parameters are kept."""
 
-    net: str = field(default="convnet", metadata={"help": "network trained by every expert"})
+    net: str = field(default="convnet", metadata={"help": "network trained by every expert", "choices": NET_NAMES})
     epochs: int = field(default=50, metadata={"help": "length of each expert's training, in epochs"})
     snapshot_iterations: int | None = field(default=None, metadata={"help": "iterations between snapshots (None: one epoch)"})
     lr: float = field(default=0.01, metadata={"help": "SGD learning rate (MTT's lr_teacher)"})
-    momentum: float = field(default=0.0, metadata={"help": "SGD momentum"})
+    momentum: float = field(default=0.0, metadata={"help": "SGD momentum", "max": 1})
     weight_decay: float = field(default=0.0, metadata={"help": "L2 weight decay"})
     batch_size: int = field(default=256, metadata={"help": "mini-batch size"})
     dsa: bool = field(default=True, metadata={"help": "DSA augmentation per image"})
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
 
 def train_expert(dataset: Dataset, config: ExpertConfig, seed: int, progress: bool = False) -> Trajectory:

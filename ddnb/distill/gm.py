@@ -24,7 +24,8 @@ from torch.func import functional_call, grad, vmap
 
 from ddnb import augment
 from ddnb.distill.loop import Preset, RealSampler, Synthetic, network_like
-from ddnb.nets import reinitialise
+from ddnb.errors import check_fields
+from ddnb.nets import NET_NAMES, reinitialise
 
 
 @dataclass(frozen=True)
@@ -32,12 +33,15 @@ class GMOptions:
     """Knobs of gradient matching."""
 
     outer_loop: int = field(default=10, metadata={"help": "matching updates of the images per step (per fresh network)"})
-    inner_loop: int = field(default=50, metadata={"help": "network SGD steps on the synthetic set between matching updates"})
+    inner_loop: int = field(default=50, metadata={"help": "network SGD steps on the synthetic set between matching updates", "min": 0})
     real_per_class: int = field(default=256, metadata={"help": "real images per class in each matching update"})
     lr_images: float = field(default=0.1, metadata={"help": "SGD learning rate of the synthetic images"})
     lr_net: float = field(default=0.01, metadata={"help": "SGD learning rate of the network's inner training"})
-    net: str = field(default="convnet", metadata={"help": "network whose gradients are matched"})
+    net: str = field(default="convnet", metadata={"help": "network whose gradients are matched", "choices": NET_NAMES})
     dsa: bool = field(default=True, metadata={"help": "class-wise siamese DSA in matching; per-image DSA in inner training"})
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
 
 PUBLISHED = {1: GMOptions(outer_loop=1, inner_loop=1), 10: GMOptions(outer_loop=10, inner_loop=50), 50: GMOptions(outer_loop=50, inner_loop=10)}

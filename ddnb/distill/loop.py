@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from ddnb.data import Dataset, sample_per_class
 from ddnb.data.sampling import indices_by_class
 from ddnb.distill.result import Distilled
-from ddnb.errors import DdnbError
+from ddnb.errors import DdnbError, check_fields
 from ddnb.nets import build_net
 from ddnb.store import Store
 
@@ -92,10 +92,13 @@ class Method(Protocol):
 class LoopConfig:
     """Length and bookkeeping of a distillation run."""
 
-    steps: int = field(default=1000, metadata={"help": "number of outer distillation steps"})
-    checkpoint_every: int = field(default=50, metadata={"help": "save a resumable checkpoint every N steps (0: never)"})
+    steps: int = field(default=1000, metadata={"help": "number of outer distillation steps", "min": 0})
+    checkpoint_every: int = field(default=50, metadata={"help": "save a resumable checkpoint every N steps (0: never)", "min": 0})
     explode_factor: float = field(default=1e6, metadata={"help": "stop when a loss exceeds this many times the first loss"})
     progress: bool = field(default=True, metadata={"help": "show a progress bar"})
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
 
 @dataclass(frozen=True)
@@ -185,8 +188,8 @@ def run_loop(
     real = RealSampler(dataset)
     method.prepare(synthetic, real, generator)
     losses: list[float] = []
-    if store is not None and store.exists(CHECKPOINT_KIND, run_config):
-        checkpoint = store.load(CHECKPOINT_KIND, run_config)
+    checkpoint = None if store is None else store.find(CHECKPOINT_KIND, run_config)  # a corrupt one: start over
+    if checkpoint is not None:
         losses = _restore(synthetic, generator, checkpoint.tensors)
         synthetic.earlier_cost = checkpoint.meta.get("work_s", {})
     bar = tqdm(range(len(losses), config.steps), desc=run_config.get("method", "distill"), disable=not config.progress,

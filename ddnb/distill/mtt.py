@@ -29,7 +29,8 @@ from torch.func import functional_call
 from ddnb import augment
 from ddnb.distill.experts import ExpertConfig, Trajectory, expert_trajectories
 from ddnb.distill.loop import Preset, RealSampler, Synthetic, network_like
-from ddnb.errors import DdnbError
+from ddnb.errors import DdnbError, check_fields
+from ddnb.nets import NET_NAMES
 from ddnb.store import Store
 
 
@@ -48,7 +49,10 @@ class MTTOptions:
     expert_epochs_trained: int = field(default=50, metadata={"help": "epochs each expert is trained for"})
     expert_snapshot_iterations: int | None = field(default=None, metadata={"help": "iterations between expert snapshots (None: an epoch)"})
     dsa: bool = field(default=True, metadata={"help": "per-image DSA on the student's batches"})
-    net: str = field(default="convnet", metadata={"help": "student and expert network"})
+    net: str = field(default="convnet", metadata={"help": "student and expert network", "choices": NET_NAMES})
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
     def expert_config(self) -> ExpertConfig:
         """The experts these options need."""

@@ -76,6 +76,9 @@ class Distilled:
     def from_artifact(cls, artifact: Artifact) -> "Distilled":
         """Rebuild from a loaded artifact."""
         tensors = artifact.tensors
+        if artifact.kind not in (KIND, None):
+            raise DdnbError(f"{artifact.path} holds a {artifact.kind} artifact, not a distilled set "
+                            "(write one with `ddnb distill` or `ddnb import`)")
         if "images" not in tensors or "labels" not in tensors:
             raise DdnbError(f"{artifact.path} is not a distilled set (no images/labels tensors)")
         named = {k.split(".", 1)[1]: v for k, v in tensors.items() if k.startswith("transform.")}

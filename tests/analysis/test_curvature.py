@@ -1,5 +1,7 @@
 """Curvature: HVPs, trace and top eigenvalues against an exact Hessian of a small ConvNet (float64)."""
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -16,11 +18,9 @@ from ddnb.analysis.curvature import (
     trace_curve,
     training_trace_curve,
 )
-import ddnb.analysis.curvature as curvature_module
 from ddnb.errors import DdnbError
 from ddnb.nets import build_net
 from ddnb.params import flatten, parameter_count, unflatten
-from ddnb.store import Store
 from ddnb.train import Protocol, train
 
 
@@ -155,7 +155,8 @@ def test_sample_batches_are_stratified_and_reproducible():
 def test_sampled_trace_is_unbiased_within_three_standard_errors(exact_256):
     """400 probes, 4 per batch of 32 of 256 images (12.5 epochs: the data noise does not cancel by whole epochs)."""
     net, images, labels, hessian = exact_256
-    estimate = sampled_hutchinson_trace(net, images, labels, probes=400, seed=0, sample_size=32, probes_per_batch=4)
+    estimate = sampled_hutchinson_trace(net, images, labels, probes=400, probe_seed=0, images_per_batch=32,
+                                        probes_per_batch=4)
     trace = float(hessian.trace())
     assert abs(estimate.estimate - trace) < 3 * estimate.stderr
     assert estimate.stderr < 0.1 * abs(trace)  # the check has some power: 3 stderr < 30% of the trace
@@ -170,25 +171,54 @@ def test_sampled_trace_is_unbiased_within_three_standard_errors(exact_256):
 def test_sampled_trace_standard_errors_are_calibrated(exact_256):
     """Over 16 independent seeds (16 batches of 24 each: 1.5 epochs), errors / stderr look like N(0, <=1) draws."""
     net, images, labels, hessian = exact_256
-    estimates = [sampled_hutchinson_trace(net, images, labels, probes=32, seed=s, sample_size=24, probes_per_batch=2)
-                 for s in range(100, 132, 2)]
+    estimates = [sampled_hutchinson_trace(net, images, labels, probes=32, probe_seed=s, images_per_batch=24,
+                                          probes_per_batch=2) for s in range(100, 132, 2)]
     z = torch.tensor([(e.estimate - float(hessian.trace())) / e.stderr for e in estimates])
     assert z.abs().max() < 4 and 0.3 < float(z.pow(2).mean().sqrt()) < 1.5
 
 
 def test_sampled_trace_same_seed_same_result(exact_256):
     net, images, labels, _ = exact_256
-    kwargs = dict(probes=8, seed=5, sample_size=16, probes_per_batch=2)
+    kwargs = dict(probes=8, probe_seed=5, images_per_batch=16, probes_per_batch=2)
     first, second = (sampled_hutchinson_trace(net, images, labels, **kwargs) for _ in range(2))
     assert torch.equal(first.values, second.values) and (first.estimate, first.stderr) == (second.estimate, second.stderr)
     explicit = sampled_hutchinson_trace(net, images, labels, probes=rademacher_probes(8, 171, seed=5), probes_per_batch=2,
                                         samples=sample_batches(4, 16, 256, seed=6))
     assert torch.equal(explicit.values, first.values)
     assert not torch.equal(sampled_hutchinson_trace(net, images, labels, **kwargs, sample_seed=7).values, first.values)
+    chunked = sampled_hutchinson_trace(net, images, labels, **kwargs, chunk_size=5)  # memory only: the same estimate
+    torch.testing.assert_close(chunked.values, first.values, atol=1e-10, rtol=0)
     with pytest.raises(DdnbError, match="groups of probes_per_batch=3"):
         sampled_hutchinson_trace(net, images, labels, probes=8, probes_per_batch=3)
     with pytest.raises(DdnbError, match="cannot serve 8 probes"):
         sampled_hutchinson_trace(net, images, labels, probes=8, probes_per_batch=2, samples=sample_batches(3, 16, 256))
+
+
+def test_an_argument_that_would_be_ignored_is_an_error(exact_256):
+    """Given probes take no seed; given batches take neither a size nor a seed (each used to be silently ignored)."""
+    net, images, labels, _ = exact_256
+    probes, samples = rademacher_probes(4, 171, seed=5), sample_batches(2, 16, 256, seed=6)
+    with pytest.raises(DdnbError, match="probe_seed draws the probes"):
+        sampled_hutchinson_trace(net, images, labels, probes=probes, probe_seed=3)
+    with pytest.raises(DdnbError, match="seed draws the probes"):
+        hutchinson_trace(net, images, labels, probes=probes, seed=3)
+    for ignored in ({"images_per_batch": 32}, {"sample_seed": 2}):
+        with pytest.raises(DdnbError, match="samples were given"):
+            sampled_hutchinson_trace(net, images, labels, probes=probes, samples=samples, **ignored)
+    with pytest.raises(TypeError):  # the old names are gone, not quietly accepted
+        sampled_hutchinson_trace(net, images, labels, probes=4, seed=3, sample_size=16)
+
+
+def test_a_single_group_has_an_unknown_standard_error(exact, exact_256):
+    """One probe, or every probe on one sampled batch: no spread to estimate, so NaN rather than 0."""
+    net, images, labels, _ = exact
+    assert math.isnan(hutchinson_trace(net, images, labels, probes=1).stderr)
+    assert math.isfinite(hutchinson_trace(net, images, labels, probes=2).stderr)
+    net, images, labels, _ = exact_256
+    one_batch = sampled_hutchinson_trace(net, images, labels, probes=4, images_per_batch=16, probes_per_batch=4)
+    assert math.isnan(one_batch.stderr) and math.isfinite(one_batch.estimate)
+    two_batches = sampled_hutchinson_trace(net, images, labels, probes=8, images_per_batch=16, probes_per_batch=4)
+    assert math.isfinite(two_batches.stderr)
 
 
 def test_convnet_tiny_hvp_against_finite_differences_of_gradients():
@@ -234,7 +264,8 @@ def test_training_trace_curve_matches_traces_of_train_snapshots(sampled):
         snapshot_net = _small_net(dtype=torch.float32)
         for row, iteration in enumerate([0, 2, 5]):
             snapshot_net.load_state_dict(snapshots[iteration])
-            alone = sampled_hutchinson_trace(snapshot_net, *sets["real"], probes=6, seed=7, sample_size=8, probes_per_batch=2)
+            alone = sampled_hutchinson_trace(snapshot_net, *sets["real"], probes=6, probe_seed=7, images_per_batch=8,
+                                             probes_per_batch=2)
             assert torch.equal(curves["real"].values[row], alone.values) and curves["real"].stderrs[row] == alone.stderr
         with pytest.raises(DdnbError, match="unknown sets: fake"):
             trace_curve(snapshot_net, sets, snapshots, probes=6, sampled={"fake": 4})
@@ -249,23 +280,3 @@ def test_training_trace_curve_matches_traces_of_train_snapshots(sampled):
     assert training_trace_curve(_small_net(), *_data(20), {"a": _data(4)}, [0, 9], probes=2)["a"].iterations.tolist() == [0, 9]
     with pytest.raises(DdnbError, match="outside the 5 updates"):
         training_trace_curve(_small_net(), *_data(20), {"a": _data(4)}, [0, 9], protocol, probes=2)
-
-
-def test_a_training_trace_curve_is_kept_in_the_store_and_found_again(tmp_path, monkeypatch):
-    train_images, train_labels = _data(48, seed=1, dtype=torch.float32)
-    sets = {"real": (train_images[:32], train_labels[:32]), "small": _data(10, seed=2, dtype=torch.float32)}
-    protocol, store = Protocol("t", batch_size=16, steps=5), Store(tmp_path)
-    arguments = dict(protocol=protocol, seed=4, probes=4, probe_seed=7, sampled={"real": 8})
-    plain = training_trace_curve(_small_net(seed=3, dtype=torch.float32), train_images, train_labels, sets, [0, 5], **arguments)
-    kept = training_trace_curve(_small_net(seed=3, dtype=torch.float32), train_images, train_labels, sets, [0, 5], store=store, **arguments)
-    assert list(kept) == ["real", "small"] and all(torch.equal(kept[n].values, plain[n].values) for n in sets)
-    monkeypatch.setattr(curvature_module, "train", None)  # from here on, a curve computed again would fail
-    untouched = _small_net(seed=3, dtype=torch.float32)
-    again = training_trace_curve(untouched, train_images, train_labels, sets, [0, 5], store=store, **arguments)
-    assert all(torch.equal(again[n].traces, kept[n].traces) and torch.equal(again[n].stderrs, kept[n].stderrs) for n in sets)
-    assert again["small"].iterations.tolist() == [0, 5]
-    assert all(torch.equal(p, q) for p, q in zip(untouched.parameters(), _small_net(seed=3, dtype=torch.float32).parameters()))
-    for changed in (sets | {"small": _data(10, seed=5, dtype=torch.float32)}, sets):  # another set; another initialisation
-        net = _small_net(seed=3 if changed is not sets else 6, dtype=torch.float32)
-        with pytest.raises(TypeError):
-            training_trace_curve(net, train_images, train_labels, changed, [0, 5], store=store, **arguments)

@@ -1,10 +1,9 @@
 import pytest
 import torch
 
-from ddnb.analysis.dynamics import (EarlyPool, PoolConfig, SubsetPool, agreement, early_pool, matched_agreement,
-                                    recognition, subset_pool)
+from ddnb.analysis.dynamics import EarlyPool, SubsetPool, agreement, early_pool, matched_agreement, recognition, subset_pool
 from ddnb.nets import build_net
-from ddnb.store import Store
+from ddnb.profiles import PoolConfig
 from ddnb.train import evaluate, get_protocol, train
 
 TINY = PoolConfig(net="convnet-tiny", subset_fractions=(0.05, 0.1), models_per_fraction=2, subset_epochs=2, early_models=3,
@@ -17,9 +16,8 @@ def test_agreement_of_a_model_with_itself_is_one_and_with_disjoint_predictions_z
     assert agreement(torch.stack([a, a.flip(0)]), a).tolist() == [1.0, 0.0]
 
 
-def test_pools_are_stacked_runs_of_the_plain_training_and_reload_from_the_store(shapes_small, tmp_path):
-    store = Store(tmp_path)
-    early = early_pool(shapes_small, TINY, store)
+def test_pools_are_stacked_runs_of_the_plain_training(shapes_small):
+    early = early_pool(shapes_small, TINY)
     assert early.iterations.tolist() == [0, 2, 4, 6] and early.predictions.shape == (3, 4, 1000)
     assert early.snapshots["head.weight"].shape == (2, 4, 10, 256)  # two networks kept, chunked 2 + 1
     # network 0 of the pool is `train` with its seed: same predictions along the way (float tolerance)
@@ -28,10 +26,8 @@ def test_pools_are_stacked_runs_of_the_plain_training_and_reload_from_the_store(
                    eval_split=(shapes_small.test.images, shapes_small.test.labels), record_at=[0, 2, 4, 6])
     for column, iteration in enumerate([0, 2, 4, 6]):
         assert agreement(early.predictions[0, column], single.predictions[iteration]) > 0.99
-    subsets = subset_pool(shapes_small, TINY, store)
+    subsets = subset_pool(shapes_small, TINY)
     assert subsets.fractions.tolist() == [0.05, 0.05, 0.1, 0.1] and subsets.predictions.shape == (4, 1000)
-    again = subset_pool(shapes_small, TINY, store)  # from the store, not retrained
-    assert torch.equal(again.predictions, subsets.predictions) and len(list((tmp_path / "pool-subset").glob("*.json"))) == 2
     curve = recognition(early, "convnet-tiny", shapes_small.test.images[:100], shapes_small.test.labels[:100])
     net.load_state_dict({name: value[0, -1] for name, value in early.snapshots.items()})
     assert curve.shape == (2, 4)

@@ -4,12 +4,13 @@ and leaving out the one yellow circle of a shapes training set hurts yellow test
 from __future__ import annotations
 
 import copy
-import sys
+import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.func import functional_call
 
 from ddnb.analysis.influence import (
     InfluenceResult,
@@ -18,12 +19,11 @@ from ddnb.analysis.influence import (
     curvature_matvec,
     damping_sweep,
     distilled_influence,
+    distilled_influence_config,
     estimate_agreement,
     influence_functions,
-    load_influence,
     loo_influence,
     loo_influence_sequential,
-    save_influence,
     stacked_losses,
     tracin,
 )
@@ -32,7 +32,7 @@ from ddnb.data.shapes import COLOUR_NAMES, SHAPE_CLASSES, generate_shapes
 from ddnb.distill.result import Distilled
 from ddnb.errors import DdnbError
 from ddnb.nets import build_net
-from ddnb.store import Store, read_sidecar
+from ddnb.params import flatten, unflatten
 from ddnb.train import Protocol, evaluate, get_protocol, train
 
 CIRCLE, YELLOW = SHAPE_CLASSES.index("circle"), COLOUR_NAMES.index("yellow")
@@ -111,9 +111,17 @@ def test_conjugate_gradient_solves_positive_definite_systems():
     a = torch.randn(20, 20, generator=generator, dtype=torch.float64)
     a = a @ a.T + 0.1 * torch.eye(20, dtype=torch.float64)
     b = torch.randn(3, 20, generator=generator, dtype=torch.float64)
-    x, residual = conjugate_gradient(lambda v: v @ a, b, iterations=200, tolerance=1e-12)
+    x, residual, indefinite = conjugate_gradient(lambda v: v @ a, b, iterations=200, tolerance=1e-12)
     torch.testing.assert_close(x, torch.linalg.solve(a, b.T).T)
-    assert residual.max() < 1e-10
+    assert residual.max() < 1e-10 and not indefinite.any()
+
+
+def test_conjugate_gradient_reports_negative_curvature():
+    """diag(1, -2) . (1, 1) = -1: the first step already meets negative curvature; the row says so."""
+    a = torch.diag(torch.tensor([1.0, -2.0], dtype=torch.float64))
+    b = torch.tensor([[1.0, 1.0], [1.0, 0.0]], dtype=torch.float64)  # the second row never leaves the positive eigenspace
+    _, residual, indefinite = conjugate_gradient(lambda v: v @ a, b, tolerance=1e-12)
+    assert indefinite.tolist() == [True, False] and residual[0] == 1.0 and residual[1] < 1e-12
 
 
 def test_agreement_metrics():
@@ -129,6 +137,41 @@ def test_agreement_metrics():
         agreement(a, a[:, :5])
 
 
+def test_influence_functions_refuse_a_damping_below_the_negative_curvature():
+    """A small ConvNet after 5 steps has Hessian eigenvalues down to -0.73 (exact): a damping below that makes
+    CG diverge, which must be an error, not a result; the default damping comes from the curvature and converges."""
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(40, 3, 4, 4, generator=generator, dtype=torch.float64)
+    y = torch.randint(3, (40,), generator=generator)
+    net = build_net("convnet", 0, channels=3, image_size=4, num_classes=3, width=4, depth=1).double()  # 171 parameters
+    train(net, x[:20], y[:20], Protocol("small", lr=0.1, momentum=0.9, steps=5))
+    def loss(flat: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(functional_call(net, unflatten(flat, net), (x[:20],)), y[:20])
+
+    hessian = torch.autograd.functional.hessian(loss, flatten(dict(net.named_parameters())).detach(), vectorize=True)
+    lowest = float(torch.linalg.eigvalsh(hessian)[0])
+    assert lowest < -0.5
+    for damping in (-lowest / 2, -0.9 * lowest):
+        with pytest.raises(DdnbError, match="not positive definite.*below \\|lambda_min\\|"):
+            influence_functions(net, x[:20], y[:20], x[20:], y[20:], damping=damping)
+        sweep = damping_sweep(net, x[:20], y[:20], x[20:], y[20:], InfluenceResult(torch.zeros(20, 20), torch.arange(20), {}),
+                              dampings=(damping,))
+        assert "not positive definite" in sweep[damping].note and sweep[damping].pearson.isnan().all()
+    chosen = influence_functions(net, x[:20], y[:20], x[20:], y[20:])
+    assert chosen.meta["lanczos"]["lambda_min"] == pytest.approx(lowest, rel=1e-6)  # Lanczos finds it
+    assert chosen.config["damping"] >= -2 * lowest and max(chosen.meta["cg_residual"]) < 1e-6
+
+
+def test_influence_functions_refuse_an_unconverged_solve(convex):
+    """Positive definite but cut short: a residual above max_residual is an error too."""
+    wd = convex["protocol"].weight_decay
+    with pytest.raises(DdnbError, match="did not converge.*after 1 iterations"):
+        influence_functions(convex["trained"], *convex["train"], *convex["test"], damping=0.0, weight_decay=wd, iterations=1)
+    loose = influence_functions(convex["trained"], *convex["train"], *convex["test"], damping=0.0, weight_decay=wd,
+                                iterations=1, max_residual=10.0)
+    assert max(loose.meta["cg_residual"]) > 1e-2
+
+
 # ---- exact LOO on the ConvNet
 
 
@@ -142,19 +185,20 @@ def tiny_problem():
     return net, x, labels, tx, test_labels, get_protocol("paper300", steps=5)
 
 
-def test_batched_leave_one_out_equals_sequential_retraining(tiny_problem):
+@pytest.mark.parametrize("backend", ["vmap", "loop"])  # named: "auto" is the loop on the CPU and would test it twice
+def test_leave_one_out_equals_sequential_retraining(tiny_problem, backend):
     net, x, y, tx, ty, protocol = tiny_problem
     before = copy.deepcopy(net.state_dict())
-    batched = loo_influence(net, x, y, tx, ty, protocol, chunk_size=3, backend="vmap")  # 7 models in chunks of 3, 3 and 1
+    batched = loo_influence(net, x, y, tx, ty, protocol, chunk_size=3, backend=backend)  # 7 models in chunks of 3, 3 and 1
     sequential = loo_influence_sequential(net, x, y, tx, ty, protocol)
     assert all(torch.equal(v, net.state_dict()[k]) for k, v in before.items())  # the initial net is untouched
     assert batched.matrix.shape == (6, 10) and batched.matrix.abs().max() > 1e-3
     torch.testing.assert_close(batched.base_losses, sequential.base_losses, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(batched.matrix, sequential.matrix, rtol=1e-4, atol=1e-4)
-    subset = loo_influence(net, x, y, tx, ty, protocol, indices=[5, 2], chunk_size=2, backend="vmap")
+    subset = loo_influence(net, x, y, tx, ty, protocol, indices=[5, 2], chunk_size=2, backend=backend)
     torch.testing.assert_close(subset.matrix, batched.matrix[[5, 2]], rtol=1e-4, atol=1e-4)
     assert subset.rows.tolist() == [5, 2] and subset.config["rows"] == [5, 2]
-    again = loo_influence(net, x, y, tx, ty, protocol, indices=[5, 2], chunk_size=2, backend="vmap")
+    again = loo_influence(net, x, y, tx, ty, protocol, indices=[5, 2], chunk_size=2, backend=backend)
     assert torch.equal(again.matrix, subset.matrix)  # deterministic: no random draw anywhere
 
 
@@ -170,11 +214,12 @@ def test_stacked_losses_are_each_networks_test_losses_in_bounded_batches(tiny_pr
         torch.testing.assert_close(stacked_losses(net, params, tx, ty, pairs=pairs), expected, rtol=1e-5, atol=1e-6)
 
 
-def test_batched_leave_one_out_is_exact_in_float64(tiny_problem):
+@pytest.mark.parametrize("backend", ["vmap", "loop"])
+def test_leave_one_out_is_exact_in_float64(tiny_problem, backend):
     """In float32 rounding differences (summation order) grow along training; in float64 they stay ~1e-14."""
     net, x, y, tx, ty, _ = tiny_problem
     protocol, net = get_protocol("paper300", steps=30), copy.deepcopy(net).double()
-    batched = loo_influence(net, x.double(), y, tx.double(), ty, protocol, indices=[0, 4], chunk_size=3, backend="vmap")
+    batched = loo_influence(net, x.double(), y, tx.double(), ty, protocol, indices=[0, 4], chunk_size=3, backend=backend)
     sequential = loo_influence_sequential(net, x.double(), y, tx.double(), ty, protocol, indices=[0, 4])
     assert batched.matrix.dtype == torch.float64 and batched.matrix.abs().max() > 1e-2
     torch.testing.assert_close(batched.matrix, sequential.matrix, rtol=0, atol=1e-10)
@@ -184,9 +229,13 @@ def test_influence_functions_and_tracin_run_on_the_convnet(tiny_problem):
     net, x, y, tx, ty, protocol = tiny_problem
     trained = copy.deepcopy(net)
     train(trained, x, y, protocol)
-    for curvature in ("hessian", "ggn"):
-        estimate = influence_functions(trained, x, y, tx, ty, damping=1.0, curvature=curvature, iterations=20, indices=[0, 3])
+    for curvature in ("hessian", "ggn"):  # the damping from the curvature (lambda_min -6.7 for the Hessian)
+        estimate = influence_functions(trained, x, y, tx, ty, curvature=curvature, iterations=20, indices=[0, 3])
         assert estimate.matrix.shape == (2, 10) and torch.isfinite(estimate.matrix).all()
+        assert estimate.config["damping"] >= 2 * -estimate.meta["lanczos"]["lambda_min"]
+        assert max(estimate.meta["cg_residual"]) <= 1e-2
+    with pytest.raises(DdnbError, match="not positive definite"):  # 1.0 is below |lambda_min|: CG diverges
+        influence_functions(trained, x, y, tx, ty, damping=1.0, iterations=20, indices=[0, 3])
     # positive-definite damped Hessian: matvec is symmetric
     params = {k: p.detach() for k, p in trained.named_parameters()}
     matvec = curvature_matvec(trained, params, x, y, "hessian", shift=1.0, chunk=2)
@@ -209,46 +258,44 @@ def test_leave_one_out_refuses_batchnorm_and_minibatches(tiny_problem):
         loo_influence(build_net("convnet-tiny", 0, image_size=16), x, y, tx, ty, protocol, indices=[6])
 
 
-def test_influence_result_round_trips_through_the_store(store, tmp_path):
+def test_influence_result_round_trips_through_a_file(tmp_path):
     result = InfluenceResult(torch.randn(3, 5), torch.tensor([0, 4, 7]), {"method": "loo", "net": "convnet-tiny", "seed": 0},
                              torch.rand(5), {"note": "test"})
-    path = save_influence(store, result)
-    loaded = load_influence(store, result.config)
-    assert path.exists() and torch.equal(loaded.matrix, result.matrix) and torch.equal(loaded.rows, result.rows)
-    assert torch.equal(loaded.base_losses, result.base_losses) and loaded.meta == {"note": "test"}
     again = InfluenceResult.load(result.save(tmp_path / "influence"))
     assert torch.equal(again.matrix, result.matrix) and again.config == result.config
-    with pytest.raises(DdnbError, match="no influence result"):
-        load_influence(store, {"method": "loo", "net": "other"})
+    assert torch.equal(again.base_losses, result.base_losses) and again.meta == {"note": "test"}
 
 
-def test_distilled_influence_is_cached_in_the_store(tiny_problem, store, monkeypatch):
+def test_distilled_influence_is_loo_from_the_shared_initialisation_and_says_what_made_it(tiny_problem):
     _, x, y, tx, ty, protocol = tiny_problem
     distilled = Distilled(x, y, {"method": "random", "ipc": 1}, InputTransform(torch.zeros(3), torch.ones(3)),
                           meta={"classes": list(SHAPE_CLASSES)})
-    first = distilled_influence(distilled, tx, ty, "convnet-tiny", 0, protocol, store)
+    first = distilled_influence(distilled, tx, ty, "convnet-tiny", 0, protocol)
     expected = loo_influence(build_net("convnet-tiny", 0, image_size=16), x, y, tx, ty, protocol)
     torch.testing.assert_close(first.matrix, expected.matrix)
+    assert first.config == distilled_influence_config(distilled, tx, "convnet-tiny", 0, protocol)
     assert first.config["net"] == "convnet-tiny" and first.config["distilled"] == distilled.config
-    assert "cost" in read_sidecar(store.path("influence", first.config))  # it counts in a book's costs table
-    monkeypatch.setattr(sys.modules[distilled_influence.__module__], "loo_influence", None)  # a second call must not recompute
-    second = distilled_influence(distilled, tx, ty, "convnet-tiny", 0, protocol, store)
-    assert torch.equal(second.matrix, first.matrix) and second.config == first.config
 
 
-def test_estimate_agreement_scores_the_cheap_estimates_at_the_network_trained_on_all_images(tiny_problem, tmp_path, monkeypatch):
+def test_estimate_agreement_scores_the_cheap_estimates_at_the_network_trained_on_all_images(tiny_problem):
     net, x, y, tx, ty, protocol = tiny_problem
     distilled = Distilled(x, y, {"method": "random", "ipc": 1}, InputTransform(torch.zeros(3), torch.ones(3)),
                           meta={"classes": list(SHAPE_CLASSES)})
     reference = loo_influence(net, x, y, tx, ty, protocol, indices=[0, 2, 4])
-    results = estimate_agreement(distilled, reference, tx, ty, "convnet-tiny", 0, protocol, dampings=(0.1, 1.0), iterations=20)
-    assert list(results) == ["influence function, damping 0.1", "influence function, damping 1",
+    dampings = (1.0, 10.0)  # below and above |lambda_min| = 6.7: the first diverges, the second is scored
+    results = estimate_agreement(distilled, reference, tx, ty, "convnet-tiny", 0, protocol, dampings=dampings, iterations=20)
+    assert list(results) == ["influence function, damping 1", "influence function, damping 10",
                              "gradient dot product (TracIn-like)"]
+    diverged, scored = results["influence function, damping 1"], results["influence function, damping 10"]
+    assert "not positive definite" in diverged.note and math.isnan(diverged.summary()["pearson_all"])
+    assert diverged.top_overlap.isnan().all() and diverged.pearson.shape == (10,)
+    assert scored.note == "" and all(math.isfinite(value) for value in scored.summary().values())
     trained = copy.deepcopy(net)
     train(trained, x, y, protocol)
-    expected = damping_sweep(trained, x, y, tx, ty, reference, (0.1, 1.0), protocol.weight_decay, iterations=20)
-    for damping, label in ((0.1, "influence function, damping 0.1"), (1.0, "influence function, damping 1")):
+    expected = damping_sweep(trained, x, y, tx, ty, reference, dampings, protocol.weight_decay, iterations=20)
+    for damping, label in ((1.0, "influence function, damping 1"), (10.0, "influence function, damping 10")):
         torch.testing.assert_close(results[label].pearson, expected[damping].pearson, equal_nan=True)
+        assert results[label].note == expected[damping].note
     dots = tracin(trained, x, y, tx, ty, indices=reference.rows)
     torch.testing.assert_close(results["gradient dot product (TracIn-like)"].spearman,
                                agreement(dots.matrix, reference.matrix).spearman, equal_nan=True)
@@ -256,17 +303,6 @@ def test_estimate_agreement_scores_the_cheap_estimates_at_the_network_trained_on
     assert list(cheap) == ["gradient dot product (TracIn-like)"]
     torch.testing.assert_close(cheap["gradient dot product (TracIn-like)"].spearman,
                                results["gradient dot product (TracIn-like)"].spearman, equal_nan=True)
-    store = Store(tmp_path)
-    kept = estimate_agreement(distilled, reference, tx, ty, "convnet-tiny", 0, protocol, dampings=(0.1, 1.0), iterations=20,
-                              store=store)
-    assert list(kept) == list(results) and all(kept[n].summary() == pytest.approx(results[n].summary(), nan_ok=True) for n in kept)
-    monkeypatch.setattr(sys.modules[estimate_agreement.__module__], "train", None)  # found again: nothing is trained
-    again = estimate_agreement(distilled, reference, tx, ty, "convnet-tiny", 0, protocol, dampings=(0.1, 1.0), iterations=20,
-                               store=store)
-    assert all(torch.equal(again[n].top_overlap, kept[n].top_overlap) and again[n].top == 10 for n in kept)
-    assert again[list(kept)[0]].pearson_all == kept[list(kept)[0]].pearson_all
-    with pytest.raises(TypeError):  # another damping is another result
-        estimate_agreement(distilled, reference, tx, ty, "convnet-tiny", 0, protocol, dampings=(0.5,), iterations=20, store=store)
 
 
 # ---- semantics: the one yellow circle

@@ -1,16 +1,14 @@
 import dataclasses
-import sys
 
 import pytest
 import torch
 from safetensors import safe_open
 
-from ddnb.analysis.substitution import (evaluate_sets, feature_map, in_analysis_space, mixing, own_space_evaluations,
-                                        pixel_histograms, real_trained_model, recognition_by_real_models)
+from ddnb.analysis.substitution import (evaluate_set, feature_map, in_analysis_space, mixing, pixel_histograms, real_trained_model,
+                                        recognition_by_real_models)
 from ddnb.data import DataConfig, load_dataset
 from ddnb.distill import Distilled, distill
 from ddnb.errors import DdnbError
-from ddnb.store import Store
 from ddnb.train import EvalConfig, get_protocol, run
 
 CONFIG = EvalConfig("paper300", "convnet-tiny", seeds=(0, 1), steps=100)
@@ -24,27 +22,6 @@ def test_mixing_without_real_images_is_the_plain_evaluation_and_real_images_help
     assert result.accuracies[0].tolist() == pytest.approx(plain.accs, abs=0.01)
     assert result.mean[1] > result.mean[0] + 0.05  # 10 -> 50 real images per class: clearly better
     assert (result.std >= 0).all()
-
-
-def test_evaluations_and_mixing_points_are_kept_in_the_store_and_reloaded(shapes_small, tmp_path, monkeypatch):
-    config, store = EvalConfig("paper300", "convnet-tiny", seeds=(0, 1), steps=10), Store(tmp_path)
-    sets = {"a": distill("random", shapes_small, ipc=2, seed=0), "b": distill("random", shapes_small, ipc=2, seed=1)}
-    first = evaluate_sets(sets, shapes_small, config, store)
-    plain = evaluate_sets(sets, shapes_small, config)
-    assert all(torch.equal(first[n].predictions, plain[n].predictions) for n in sets)
-    module = sys.modules[evaluate_sets.__module__]
-    with monkeypatch.context() as patch:  # k = 0 is the set's own evaluation: loaded, not trained again
-        patch.setattr(module, "evaluate_seeds", None)
-        alone = mixing(in_analysis_space(sets["a"], shapes_small), sets["a"].labels, shapes_small, (0,), config, store)
-    assert torch.equal(alone.accuracies[0], first["a"].accuracies)
-    mixed = mixing(sets["a"].images, sets["a"].labels, shapes_small, (0, 2), config, store)
-    monkeypatch.setattr(module, "evaluate_seeds", None)  # from here on, anything recomputed would fail
-    again = evaluate_sets(sets, shapes_small, config, store)
-    assert all(torch.equal(again[n].accuracies, first[n].accuracies) for n in sets)
-    assert torch.equal(mixing(sets["a"].images, sets["a"].labels, shapes_small, (2, 0), config, store).accuracies,
-                       mixed.accuracies.flip(0))
-    with pytest.raises(TypeError):  # another setting is not in the store: it would be computed
-        evaluate_sets(sets, shapes_small, EvalConfig("paper300", "convnet-tiny", seeds=(0,), steps=10), store)
 
 
 def test_a_zca_set_is_re_encoded_into_the_analysis_space(store):
@@ -76,19 +53,17 @@ def test_a_zca_set_is_saved_without_the_whitening_matrices_and_analysed_the_same
     assert torch.equal(Distilled.load(loaded.save(tmp_path / "again")).pixels(), subset.pixels())
 
 
-def test_a_zca_set_is_also_scored_in_its_own_space_and_plain_sets_are_not(store):
+def test_evaluate_set_is_the_plain_training_protocol_per_seed_in_the_sets_own_space(store):
     config = EvalConfig("paper300", "convnet-tiny", seeds=(0, 1), steps=30)
     data = DataConfig("shapes", train_per_class=50, test_size=100)
     zca, plain = load_dataset(dataclasses.replace(data, zca=True), store), load_dataset(data, store)
-    sets = {"whitened": distill("random", zca, ipc=5, seed=0), "plain": distill("random", plain, ipc=5, seed=0)}
-    own = own_space_evaluations(sets, data, config, store)
-    assert list(own) == ["whitened"]
+    whitened = distill("random", zca, ipc=5, seed=0)
+    own = evaluate_set(whitened.images, whitened.labels, zca, config)
     # trained on the images as made, tested on the whitened test split: what run() gives on the zca data
-    direct = run(sets["whitened"].images, sets["whitened"].labels, (zca.test.images, zca.test.labels), config)
-    assert own["whitened"].accuracies.tolist() == pytest.approx(direct.accs, abs=1e-6)
-    analysed = evaluate_sets(sets, plain, config, store)["whitened"]  # the same pixels, re-encoded without ZCA
-    assert not torch.equal(analysed.predictions, own["whitened"].predictions)  # two results, kept under two keys
-    assert torch.equal(own_space_evaluations(sets, data, config, store)["whitened"].predictions, own["whitened"].predictions)
+    direct = run(whitened.images, whitened.labels, (zca.test.images, zca.test.labels), config)
+    assert own.accuracies.tolist() == pytest.approx(direct.accs, abs=1e-6)
+    analysed = evaluate_set(in_analysis_space(whitened, plain), whitened.labels, plain, config)  # re-encoded without ZCA
+    assert not torch.equal(analysed.predictions, own.predictions)
 
 
 def test_pixel_histograms_share_bins_and_count_values_outside_the_unit_range():
@@ -104,11 +79,11 @@ def test_pixel_histograms_share_bins_and_count_values_outside_the_unit_range():
     assert pixel_histograms({"x": torch.tensor([-0.01, 0.5])})["x"].below == 0.5
 
 
-def test_real_models_are_cached_and_score_sets_under_their_own_names(shapes_small, tmp_path):
+def test_real_models_are_repeatable_and_score_sets_under_their_own_names(shapes_small):
     protocol = get_protocol("real", steps=20)
-    first = real_trained_model(shapes_small, "convnet-tiny", protocol, seed=0, store=Store(tmp_path))
-    again = real_trained_model(shapes_small, "convnet-tiny", protocol, seed=0, store=Store(tmp_path))
-    assert torch.equal(first.head.weight, again.head.weight) and len(list((tmp_path / "model").glob("*.json"))) == 1
+    first = real_trained_model(shapes_small, "convnet-tiny", protocol, seed=0)
+    again = real_trained_model(shapes_small, "convnet-tiny", protocol, seed=0)
+    assert torch.equal(first.head.weight, again.head.weight)
     test = (shapes_small.test.images, shapes_small.test.labels)
     wrong = (shapes_small.test.images, (shapes_small.test.labels + 1) % 10)
     scores = recognition_by_real_models({"tiny": first}, {"test": test, "shifted": wrong})

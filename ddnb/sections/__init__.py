@@ -1,0 +1,114 @@
+"""The book's pages as library jobs: one module per page, each with ``jobs(inputs)`` (every computation the page
+shows, as ``ddnb.jobs.Job`` store artifacts) and ``load(inputs)`` (its results, read from the store only).
+
+``run_profile`` (``ddnb run``) makes every missing result of a profile: first the distilled sets, then each
+page's jobs, in the order their needs give, in this process or as Ray tasks. A notebook calls
+``open_page``, which loads and never computes: a result not in the store raises ``MissingResults``.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from ddnb.errors import DdnbError
+from ddnb.jobs import Job, Runner, job_id, run_jobs, waves
+from ddnb.sections import distillation, dynamics, semantics, substitution
+from ddnb.sections.common import BOOK_METHODS, BookInputs, MissingResults, open_inputs, set_jobs
+from ddnb.store import Store, read_sidecar
+
+PAGES = {"distillation": distillation, "substitution": substitution, "dynamics": dynamics, "semantics": semantics}
+
+
+def _pages(only: Sequence[str] | None) -> list[str]:
+    unknown = sorted(set(only or ()) - set(PAGES))
+    if unknown:
+        raise DdnbError(f"unknown page(s) {', '.join(unknown)}; choose from {', '.join(PAGES)}")
+    return list(only or PAGES)
+
+
+def page_jobs(inputs: BookInputs, pages: Sequence[str] | None = None) -> list[Job]:
+    """Every job of the named pages (default all), each once, with the jobs they need, in the order to make them."""
+    listed = [job for page in _pages(pages) for job in PAGES[page].jobs(inputs)]
+    return [job for wave in waves(listed) for job in wave]
+
+
+@dataclass
+class JobReport:
+    """How one job of a run went: ``made`` (False: loaded from the store), its ``minutes`` of wall time and the
+    peak memory (MB) recorded when it was made (``peak_rss_mb`` of its process; ``peak_cuda_mb`` with a GPU)."""
+
+    kind: str
+    key: str
+    made: bool
+    minutes: float
+    peak_mb: float
+
+
+def _report(store: Store, job: Job, since: str) -> JobReport:
+    sidecar = read_sidecar(store.path(job.kind, job.key))
+    cost = sidecar.get("cost", {})
+    peak = cost.get("peak_cuda_mb", cost.get("peak_rss_mb", 0.0))
+    return JobReport(job.kind, job_id(job)[1], sidecar["created"] >= since, cost.get("wall_s", 0.0) / 60, peak)
+
+
+def run_profile(profile: str, data: str | None = None, ipc: int | None = None, methods: Sequence[str] = BOOK_METHODS,
+                seed: int = 0, device: str = "auto", store: str | Store | None = None, extra_sets: Sequence[str] = (),
+                runner: Runner | None = None, pages: Sequence[str] | None = None) -> list[JobReport]:
+    """Make every missing result of ``profile`` (the sets, then the jobs of ``pages``, default all) and report
+    on each job: made or loaded, minutes, peak memory. A rerun after a kill makes only what is missing."""
+    pages = _pages(pages)
+    store = store if isinstance(store, Store) else Store(store)
+    started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())  # what was made since is what this run made
+    inputs = open_inputs(profile, data, ipc, methods, seed, device, store, extra_sets, compute=True, runner=runner)
+    sets = set_jobs(inputs.profile, methods, inputs.ipc, seed, store, inputs.device, inputs.dataset)
+    jobs = page_jobs(inputs, pages)
+    run_jobs(jobs, store, runner, desc="results")
+    return [_report(store, job, started) for job in sets + jobs]
+
+
+def report_table(reports: Sequence[JobReport]) -> str:
+    """The reports as a text table, one job a line, and the total minutes of the jobs made."""
+    lines = [f"{'job':<22} {'key':<16} {'made':>6} {'minutes':>8} {'peak MB':>8}"]
+    lines += [f"{r.kind:<22} {r.key:<16} {'made' if r.made else 'loaded':>6} {r.minutes:>8.1f} {r.peak_mb:>8.0f}" for r in reports]
+    made = [r for r in reports if r.made]
+    lines.append(f"{len(made)} of {len(reports)} made, {sum(r.minutes for r in made):.1f} min")
+    return "\n".join(lines)
+
+
+def missing_results(inputs: BookInputs, pages: Sequence[str] | None = None) -> list[Job]:
+    """The jobs of ``pages`` whose results are not in the store."""
+    return [job for job in page_jobs(inputs, pages) if not inputs.store.exists(job.kind, job.key)]
+
+
+def open_page(page: str, profile: str, data: str | None = None, ipc: int | None = None, methods: Sequence[str] = BOOK_METHODS,
+              seed: int = 0, device: str = "auto", store: str | None = None, extra_sets: Sequence[str] = ()):
+    """A notebook's one call: the results of ``page`` for the notebook's parameters, loaded from the store
+    (``MissingResults`` names what ``ddnb run`` has not made yet)."""
+    inputs = open_inputs(profile, data, ipc, methods, seed, device, store, extra_sets)
+    return PAGES[_pages([page])[0]].load(inputs)
+
+
+def export(inputs: BookInputs, methods: Sequence[str], seed: int, folder: str | Path) -> list[Path]:
+    """Copy every result of the book of ``inputs`` (its sets and every page's jobs) with their sidecars into
+    ``folder``, ready for ``ddnb store add``; ``MissingResults`` when some are not in the store."""
+    jobs = set_jobs(inputs.profile, methods, inputs.ipc, seed, inputs.store, inputs.device, inputs.dataset) + page_jobs(inputs)
+    missing = [job for job in jobs if not inputs.store.exists(job.kind, job.key)]
+    if missing:
+        raise MissingResults(missing, inputs.profile.name)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    copied = []
+    for job in jobs:
+        path = inputs.store.path(job.kind, job.key)
+        for source in (path, path.with_suffix(".json")):
+            shutil.copy2(source, folder / f"{job.kind}-{source.name}")
+        copied.append(folder / f"{job.kind}-{path.name}")
+    return copied
+
+
+__all__ = ["BOOK_METHODS", "PAGES", "BookInputs", "JobReport", "MissingResults", "export", "missing_results", "open_inputs", "open_page",
+           "page_jobs", "report_table", "run_profile"]

@@ -1,0 +1,148 @@
+"""What every page shares: the book's inputs (profile, data, sets), the jobs several pages show, and loading.
+
+``BookInputs`` is made once per run or notebook by ``open_inputs``: it either makes the missing distilled
+sets (``ddnb run``) or only loads them (a notebook). A page module (``ddnb.sections.<page>``) then lists its
+``jobs(inputs)`` and reads them back with ``load(inputs)``; ``load`` never computes a missing result, it
+raises ``MissingResults`` naming it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from ddnb.analysis.substitution import evaluate_set, in_analysis_space, real_trained_model
+from ddnb import viz
+from ddnb.data import Dataset, load_dataset
+from ddnb.distill import Distilled, distill_job
+from ddnb.errors import DdnbError
+from ddnb.jobs import Job, Runner, data_job, run_jobs
+from ddnb.nets import build_net
+from ddnb.profiles import Profile, get_profile
+from ddnb.stacked import StackedEvaluation
+from ddnb.store import Artifact, Store, artifact_path, config_key, fingerprint
+from ddnb.train import EvalConfig, Protocol, evaluate, resolve_device
+
+BOOK_METHODS = ("random", "bptt", "dm", "gm", "mtt")  # the random real baseline and the paper's four distillers
+EVALUATION_KIND, MODEL_KIND = "evaluation", "model"
+
+
+class MissingResults(DdnbError):
+    """Results a page needs are not in the store (``ddnb run`` makes them)."""
+
+    def __init__(self, jobs: Sequence[Job], profile: str):
+        names = sorted({f"{job.kind} {config_key(job.kind, job.key)}" for job in jobs})
+        shown = ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
+        super().__init__(f"{len(names)} result(s) of profile {profile} are not in the store ({shown}); "
+                         f"make them with `ddnb run --profile {profile}`")
+        self.jobs = list(jobs)
+
+
+@dataclass
+class BookInputs:
+    """What every page analyses: the ``profile``, its ``dataset`` (plain normalisation, on ``device``), the
+    distilled ``sets`` by name as made, ``analysis`` their images re-encoded into the dataset's space (as the
+    paper's analyses work), and the ``store`` that holds every result."""
+
+    profile: Profile
+    dataset: Dataset
+    sets: dict[str, Distilled]
+    analysis: dict[str, torch.Tensor]
+    device: torch.device
+    store: Store
+    ipc: int
+
+    def labels(self, name: str) -> torch.Tensor:
+        """Labels [M] of set ``name`` on the data's device."""
+        return self.sets[name].labels.to(self.dataset.test.labels.device)
+
+    def header(self) -> str:
+        """The Markdown box at the top of every page: profile, data, ddnb version, seeds, device."""
+        return viz.page_header(self.profile.name, self.profile.data.name, str(self.device), self.profile.evaluation.seeds, self.ipc)
+
+
+def set_jobs(profile: Profile, methods: Sequence[str], ipc: int, seed: int, store: Store, device: torch.device,
+             dataset: Dataset, progress: bool = True) -> list[Job]:
+    """One job per method's distilled set (``ddnb.distill.distill_job``), sharing the loaded ``dataset``."""
+    loaded = {profile.data: dataset}
+    return [distill_job(method, profile.data, profile.name, ipc, seed, store, device, progress, loaded) for method in methods]
+
+
+def open_inputs(profile: str, data: str | None = None, ipc: int | None = None, methods: Sequence[str] = BOOK_METHODS,
+                seed: int = 0, device: str = "auto", store: str | Store | None = None, extra_sets: Sequence[str] = (),
+                compute: bool = False, runner: Runner | None = None) -> BookInputs:
+    """The profile's data and sets. ``compute``: make the missing sets (by ``runner``); otherwise only load them
+    and raise ``MissingResults`` for any not in the store. ``extra_sets``: paths of the reader's own sets,
+    analysed under their file names."""
+    settings, device = get_profile(profile, data), resolve_device(device)
+    store = store if isinstance(store, Store) else Store(store)
+    ipc = ipc or settings.ipc
+    dataset = load_dataset(settings.data, store, device)
+    jobs = set_jobs(settings, methods, ipc, seed, store, device, dataset)
+    if compute:
+        artifacts = run_jobs(jobs, store, runner, desc="sets")
+    else:
+        artifacts = load_results(store, jobs, settings.name)
+    sets = {method: Distilled.from_artifact(_on(artifact, device)) for method, artifact in zip(methods, artifacts)}
+    for path in extra_sets:
+        sets[Path(path).name.removesuffix(".safetensors")] = Distilled.load(artifact_path(path), device)
+    analysis = {name: in_analysis_space(distilled, dataset) for name, distilled in sets.items()}
+    return BookInputs(settings, dataset, sets, analysis, device, store, ipc)
+
+
+def _on(artifact: Artifact, device: torch.device) -> Artifact:
+    return dataclasses.replace(artifact, tensors={name: tensor.to(device) for name, tensor in artifact.tensors.items()})
+
+
+def load_results(store: Store, jobs: Sequence[Job], profile: str) -> list[Artifact]:
+    """The stored artifact of every job, in order; ``MissingResults`` names all that are absent."""
+    missing = [job for job in jobs if not store.exists(job.kind, job.key)]
+    if missing:
+        raise MissingResults(missing, profile)
+    return [store.load(job.kind, job.key) for job in jobs]
+
+
+def set_key(images: torch.Tensor, labels: torch.Tensor, dataset: Dataset, config: EvalConfig) -> dict:
+    """The key of a result made from a set: its fingerprints, the data and the evaluation settings."""
+    whitening = dataset.transform.zca_fingerprint()  # a whitened test split is another test (absent: the plain one)
+    return {"images": fingerprint(images), "labels": fingerprint(labels), "data": dataset.source,
+            "evaluation": dataclasses.asdict(config)} | ({"zca": whitening} if whitening else {})
+
+
+def _evaluate(images: torch.Tensor, labels: torch.Tensor, config: EvalConfig, dataset: Dataset):
+    result = evaluate_set(images, labels, dataset, config)
+    return {"predictions": result.predictions, "accuracies": result.accuracies}, {}
+
+
+def evaluation_job(images: torch.Tensor, labels: torch.Tensor, dataset: Dataset, config: EvalConfig) -> Job:
+    """One network per seed of ``config`` trained on images [M, C, H, W] / labels [M] and tested on ``dataset``."""
+    return data_job(EVALUATION_KIND, set_key(images, labels, dataset, config),
+                    partial(_evaluate, images.cpu(), labels.cpu(), config), dataset)
+
+
+def as_evaluation(artifact: Artifact) -> StackedEvaluation:
+    """An ``evaluation`` artifact as test ``predictions`` [S, T] and ``accuracies`` [S]."""
+    return StackedEvaluation(artifact.tensors["predictions"], artifact.tensors["accuracies"])
+
+
+def _train_real(net: str, protocol: Protocol, seed: int, dataset: Dataset):
+    model = real_trained_model(dataset, net, protocol, seed)
+    return model.state_dict(), {"test_accuracy": evaluate(model, dataset.test.images, dataset.test.labels).accuracy}
+
+
+def model_job(dataset: Dataset, net: str, protocol: Protocol, seed: int = 0) -> Job:
+    """A ``net`` trained on all of ``dataset.train`` with ``protocol`` (its state dict; meta: test accuracy)."""
+    key = {"data": dataset.source, "net": net, "protocol": dataclasses.asdict(protocol), "seed": seed}
+    return data_job(MODEL_KIND, key, partial(_train_real, net, protocol, seed), dataset)
+
+
+def as_model(artifact: Artifact, net: str, dataset: Dataset) -> torch.nn.Module:
+    """A ``model`` artifact as a network on the data's device, in eval mode."""
+    model = build_net(net, 0, dataset.image_shape[0], dataset.image_shape[-1], dataset.num_classes, device=dataset.train.images.device)
+    model.load_state_dict(artifact.tensors)
+    return model.eval()

@@ -1,0 +1,110 @@
+"""ddnb.sections: every result of a page is a job; ``ddnb run`` makes them, pages load them and never compute."""
+
+import json
+
+import pytest
+import torch
+
+from ddnb.analysis import curvature, dynamics, influence, substitution
+from ddnb.cli import main
+from ddnb.errors import DdnbError
+from ddnb.jobs import job_id
+from ddnb.sections import MissingResults, PAGES, export, open_inputs, open_page, page_jobs, run_profile
+from ddnb.store import Store
+from tests.forbid import forbid_compute, restore, snapshot
+
+METHODS = ["random"]  # no distiller: the pages' own jobs are what is tested here
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory) -> Store:
+    """A store holding every result of the smoke profile for the random set, made by ``run_profile``; the
+    distillation page first, then all (a killed run resumes the same way: what is there is loaded)."""
+    store = Store(tmp_path_factory.mktemp("made"))
+    first = run_profile("smoke", methods=METHODS, device="cpu", store=store, pages=["distillation"])
+    assert [(report.kind, report.made) for report in first] == [("distilled", True), ("evaluation", True)]
+    return store
+
+
+@pytest.fixture(scope="module")
+def reports(made):
+    return run_profile("smoke", methods=METHODS, device="cpu", store=made)
+
+
+@pytest.fixture()
+def no_compute():
+    saved = snapshot()
+    forbid_compute()
+    yield
+    restore(saved)
+
+
+def test_run_makes_every_job_once_and_reports_what_it_made(reports, made):
+    inputs = open_inputs("smoke", methods=METHODS, device="cpu", store=made)
+    jobs = page_jobs(inputs)
+    assert [report.key for report in reports[1:]] == [job_id(job)[1] for job in jobs]
+    made_now = {report.kind for report in reports if report.made}
+    assert made_now == {"mixing", "model", "feature-map", "pool-subset", "pool-early", "curvature", "influence",
+                        "influence-agreement"}  # the evaluation was made by the first, distillation-only run
+    assert all(report.minutes > 0 and report.peak_mb > 0 for report in reports if report.made)
+    again = run_profile("smoke", methods=METHODS, device="cpu", store=made)
+    assert not any(report.made for report in again)
+
+
+def test_pages_load_their_results_without_computing_anything(reports, made, no_compute):
+    pages = {page: open_page(page, "smoke", methods=METHODS, device="cpu", store=str(made.root)) for page in PAGES}
+    evaluation = pages["distillation"].evaluations["random"]
+    assert evaluation.accuracies.shape == (2,) and evaluation.predictions.shape == (2, 1000)
+    assert pages["distillation"].own_space == {}  # the random set is in the plain space
+    mixing = pages["substitution"].mixing["random"]
+    assert isinstance(mixing, substitution.MixingResult) and mixing.ks == [0, 2]
+    assert torch.equal(mixing.accuracies[0], evaluation.accuracies)  # k = 0 is the evaluation, one stored result
+    assert set(pages["substitution"].scores["convnet-tiny"]) == {"random", "real test"}
+    assert pages["substitution"].points["random"].shape == (100, 2)
+    assert isinstance(pages["dynamics"].subsets, dynamics.SubsetPool) and pages["dynamics"].recognition["random"].ndim == 2
+    assert isinstance(pages["dynamics"].curves["real"], curvature.TraceCurve)
+    assert torch.equal(pages["dynamics"].evaluations["random"].predictions, evaluation.predictions)
+    semantics = pages["semantics"]
+    assert isinstance(semantics.matrices["random"], influence.InfluenceResult) and semantics.estimated_set == "random"
+    assert list(semantics.estimates)[-1] == "gradient dot product (TracIn-like)"
+    with pytest.raises(RuntimeError, match="computed: train"):  # the guard itself works
+        from ddnb.sections.common import real_trained_model
+        real_trained_model(pages["distillation"].inputs.dataset, "convnet-tiny", None)
+
+
+def test_a_page_missing_results_names_them_and_the_command_that_makes_them(tmp_path):
+    with pytest.raises(MissingResults, match=r"1 result\(s\) of profile smoke are not in the store \(distilled [0-9a-f]{16}\).*"
+                                             r"`ddnb run --profile smoke`"):
+        open_page("distillation", "smoke", methods=METHODS, device="cpu", store=str(tmp_path))
+    with pytest.raises(DdnbError, match="unknown page"):
+        run_profile("smoke", methods=METHODS, device="cpu", store=Store(tmp_path), pages=["nonsense"])
+
+
+def test_export_then_add_into_an_empty_store_serves_every_page(reports, made, tmp_path, capsys):
+    assert main(["store", "export", str(tmp_path / "kept"), "--profile", "smoke", "--methods", "random",
+                 "--store", str(made.root)]) == 0
+    files = sorted((tmp_path / "kept").glob("*.safetensors"))
+    assert len(files) == len(reports) and len(list((tmp_path / "kept").glob("*.json"))) == len(files)
+    fresh = tmp_path / "fresh"
+    assert main(["store", "add", *map(str, files), "--store", str(fresh)]) == 0
+    saved = snapshot()
+    forbid_compute()
+    try:
+        for page in PAGES:
+            open_page(page, "smoke", methods=METHODS, device="cpu", store=str(fresh))
+    finally:
+        restore(saved)
+    assert main(["store", "list", "--costs", "--store", str(fresh)]) == 0
+    assert "curvature" in capsys.readouterr().out
+    with pytest.raises(MissingResults):
+        export(open_inputs("smoke", methods=METHODS, device="cpu", store=str(fresh)), ["random", "dm"], 0, tmp_path / "x")
+
+
+def test_ddnb_evaluate_gives_the_mean_of_the_books_table(reports, made, tmp_path, capsys):
+    inputs = open_inputs("smoke", methods=METHODS, device="cpu", store=made)
+    table = PAGES["distillation"].load(inputs).evaluations["random"].accuracies
+    path = inputs.sets["random"].save(tmp_path / "random")
+    assert main(["evaluate", str(path), "--profile", "smoke", "--protocol", "paper300", "--seeds", "2", "--json",
+                 "--store", str(made.root), "--device", "cpu"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["mean"] == pytest.approx(float(table.mean()), abs=1e-7) and printed["accs"] == pytest.approx(table.tolist())
