@@ -26,10 +26,11 @@ SECTIONS = ("distillation", "substitution", "dynamics", "semantics")
 
 
 @pytest.fixture(scope="module")
-def complete_store(tmp_path_factory) -> Path:
-    """Every result of the smoke book, made by ``ddnb run``, exported and added into an empty store: the store
-    the book is built from (nothing it needs may be computed again)."""
-    made, kept, fresh = (tmp_path_factory.mktemp(name) for name in ("made", "kept", "fresh"))
+def complete_store(store, tmp_path_factory) -> Path:
+    """Every result of the smoke book, made by ``ddnb run`` in the session's store (whose smoke sets the preset
+    tests may have made already), exported and added into an empty store: the store the book is built from
+    (nothing it needs may be computed again)."""
+    made, kept, fresh = store.root, *(tmp_path_factory.mktemp(name) for name in ("kept", "fresh"))
     assert main(["run", "--profile", "smoke", "--device", "cpu", "--store", str(made)]) == 0
     assert main(["store", "export", str(kept), "--profile", "smoke", "--store", str(made)]) == 0
     assert main(["store", "add", *map(str, sorted(kept.glob("*.safetensors"))), "--store", str(fresh)]) == 0

@@ -48,11 +48,12 @@ class JobReport:
     peak_mb: float
 
 
-def _report(store: Store, job: Job, since: str) -> JobReport:
-    sidecar = read_sidecar(store.path(job.kind, job.key))
-    cost = sidecar.get("cost", {})
+def _report(store: Store, job: Job, since: float) -> JobReport:
+    path = store.path(job.kind, job.key)
+    cost = read_sidecar(path).get("cost", {})
     peak = cost.get("peak_cuda_mb", cost.get("peak_rss_mb", 0.0))
-    return JobReport(job.kind, job_id(job)[1], sidecar["created"] >= since, cost.get("wall_s", 0.0) / 60, peak)
+    made = path.with_suffix(".json").stat().st_mtime >= since  # written by this run (the sidecar is written last)
+    return JobReport(job.kind, job_id(job)[1], made, cost.get("wall_s", 0.0) / 60, peak)
 
 
 def run_profile(profile: str, data: str | None = None, ipc: int | None = None, methods: Sequence[str] = BOOK_METHODS,
@@ -62,7 +63,7 @@ def run_profile(profile: str, data: str | None = None, ipc: int | None = None, m
     on each job: made or loaded, minutes, peak memory. A rerun after a kill makes only what is missing."""
     pages = _pages(pages)
     store = store if isinstance(store, Store) else Store(store)
-    started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())  # what was made since is what this run made
+    started = time.time()
     inputs = open_inputs(profile, data, ipc, methods, seed, device, store, extra_sets, compute=True, runner=runner)
     sets = set_jobs(inputs.profile, methods, inputs.ipc, seed, store, inputs.device, inputs.dataset)
     jobs = page_jobs(inputs, pages)
