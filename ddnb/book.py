@@ -215,11 +215,12 @@ def build_book(profile: Profile, root: str | Path = ".", device: str = "auto", s
         raise DdnbError(f"{root} holds no book (_config.yml and _toc.yml); run from the ddnb checkout or pass --root")
     runner = get_runner(ray)
     sets = parameters["extra_sets"]
-    if compute:
+    if compute:  # makes every result the notebooks load
         run_profile(profile.name, profile.data.name, profile.ipc, methods, 0, device, store, sets, runner)
-    missing = missing_results(open_inputs(profile.name, profile.data.name, profile.ipc, methods, 0, device, store, sets))
-    if missing:
-        raise MissingResults(missing, profile.name)
+    else:
+        missing = missing_results(open_inputs(profile.name, profile.data.name, profile.ipc, methods, 0, device, store, sets))
+        if missing:
+            raise MissingResults(missing, profile.name)
     execute_notebooks(root, parameters, runner)
     install_assets(root)
     command = jupyter_book_command() + ["build", str(root), "--path-output", str(root), "-W", "-n", "--keep-going"]

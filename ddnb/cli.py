@@ -179,7 +179,8 @@ def _store(args: argparse.Namespace):
         return Store(args.store)
 
 
-def _load_data(args: argparse.Namespace, **config: object):
+def _load_data(args: argparse.Namespace, data=None, **config: object):
+    """The data set of ``--data`` (or the config ``data``, e.g. a profile's) with ``config`` fields replaced."""
     from ddnb.data import DataConfig, load_dataset
     from ddnb.train import resolve_device
 
@@ -187,7 +188,7 @@ def _load_data(args: argparse.Namespace, **config: object):
     with _argument("--device"):
         device = resolve_device(args.device)
     with _argument("--data"):
-        return load_dataset(DataConfig(args.data, **config), store, device)
+        return load_dataset(dataclasses.replace(data or DataConfig(args.data), **config), store, device)
 
 
 def _check_output(path: str) -> None:
@@ -262,24 +263,16 @@ def cmd_distill(args: argparse.Namespace) -> None:
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from ddnb.analysis.substitution import evaluate_set
-    from ddnb.data import DataConfig, load_dataset
     from ddnb.distill import Distilled
     from ddnb.profiles import get_profile
-    from ddnb.train import EvalConfig, resolve_device
+    from ddnb.train import EvalConfig
 
     if args.profile is None and args.data is None:
         raise DdnbError("--data is required without --profile (shapes, cifar10 or imagefolder:PATH)")
     profile = get_profile(args.profile, args.data) if args.profile else None
     distilled = Distilled.load(args.path)
-    with _argument("--data"):
-        data = profile.data if profile else DataConfig(args.data)
-        data.source()  # a wrong name or path fails here
     zca = bool(distilled.config.get("data", {}).get("zca", False))  # the set's own input space
-    store = _store(args)
-    with _argument("--device"):
-        device = resolve_device(args.device)
-    with _argument("--data"):
-        dataset = load_dataset(dataclasses.replace(data, zca=zca), store, device)
+    dataset = _load_data(args, profile.data if profile else None, zca=zca)
     _check_fits(distilled, dataset, args.path)
     net = args.net or (profile.evaluation.net if profile else "convnet")
     config = EvalConfig(args.protocol, net, tuple(range(args.seeds)))
@@ -400,7 +393,7 @@ def cmd_store(args: argparse.Namespace) -> None:
         from ddnb.sections import BOOK_METHODS, export, open_inputs
 
         methods = BOOK_METHODS if args.methods is None else args.methods
-        copied = export(open_inputs(args.profile, args.data, None, methods, store=store), methods, 0, args.folder)
+        copied = export(open_inputs(args.profile, args.data, None, methods, store=store), args.folder)
         print(f"{len(copied)} results of profile {args.profile} copied to {args.folder}")
         return
     if args.store_command == "prune":

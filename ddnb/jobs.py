@@ -101,8 +101,7 @@ def _task(root: str, job: Job, threads: int, *inputs: Any) -> None:
     torch.set_num_threads(threads)  # a reused worker keeps the count of its first task otherwise
     device = "cuda" if job.gpus > 0 else "cpu"  # Ray sets CUDA_VISIBLE_DEVICES to the task's own GPU
     store = Store(root)
-    job = replace(job, inputs=tuple(_to(value, device) for value in inputs),
-                  needs=tuple(replace(need, make=None, inputs=(), needs=()) for need in job.needs))
+    job = replace(job, inputs=tuple(_to(value, device) for value in inputs))  # its needs came as kind and key only
     store.get_or_make(job.kind, job.key, job.maker(store))
 
 

@@ -17,7 +17,7 @@ from typing import Sequence
 from ddnb.errors import DdnbError
 from ddnb.jobs import Job, Runner, job_id, run_jobs, waves
 from ddnb.sections import distillation, dynamics, semantics, substitution
-from ddnb.sections.common import BOOK_METHODS, BookInputs, MissingResults, open_inputs, set_jobs
+from ddnb.sections.common import BOOK_METHODS, BookInputs, MissingResults, open_inputs
 from ddnb.store import Store, read_sidecar
 
 PAGES = {"distillation": distillation, "substitution": substitution, "dynamics": dynamics, "semantics": semantics}
@@ -65,10 +65,9 @@ def run_profile(profile: str, data: str | None = None, ipc: int | None = None, m
     store = store if isinstance(store, Store) else Store(store)
     started = time.time()
     inputs = open_inputs(profile, data, ipc, methods, seed, device, store, extra_sets, compute=True, runner=runner)
-    sets = set_jobs(inputs.profile, methods, inputs.ipc, seed, store, inputs.device, inputs.dataset)
     jobs = page_jobs(inputs, pages)
     run_jobs(jobs, store, runner, desc="results")
-    return [_report(store, job, started) for job in sets + jobs]
+    return [_report(store, job, started) for job in inputs.set_jobs + jobs]
 
 
 def report_table(reports: Sequence[JobReport]) -> str:
@@ -93,10 +92,10 @@ def open_page(page: str, profile: str, data: str | None = None, ipc: int | None 
     return PAGES[_pages([page])[0]].load(inputs)
 
 
-def export(inputs: BookInputs, methods: Sequence[str], seed: int, folder: str | Path) -> list[Path]:
+def export(inputs: BookInputs, folder: str | Path) -> list[Path]:
     """Copy every result of the book of ``inputs`` (its sets and every page's jobs) with their sidecars into
     ``folder``, ready for ``ddnb store add``; ``MissingResults`` when some are not in the store."""
-    jobs = set_jobs(inputs.profile, methods, inputs.ipc, seed, inputs.store, inputs.device, inputs.dataset) + page_jobs(inputs)
+    jobs = inputs.set_jobs + page_jobs(inputs)
     missing = [job for job in jobs if not inputs.store.exists(job.kind, job.key)]
     if missing:
         raise MissingResults(missing, inputs.profile.name)

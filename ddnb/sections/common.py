@@ -18,7 +18,7 @@ import torch
 
 from ddnb.analysis.substitution import evaluate_set, in_analysis_space, real_trained_model
 from ddnb import viz
-from ddnb.data import Dataset, load_dataset
+from ddnb.data import DataConfig, Dataset, load_dataset
 from ddnb.distill import Distilled, distill_job
 from ddnb.errors import DdnbError
 from ddnb.jobs import Job, Runner, data_job, run_jobs
@@ -56,6 +56,8 @@ class BookInputs:
     device: torch.device
     store: Store
     ipc: int
+    set_jobs: list[Job]  # the jobs that made ``sets`` (the reader's own sets have none)
+    loaded: dict[DataConfig, Dataset]  # every version of the data loaded so far (plain, ZCA): one copy each
 
     def labels(self, name: str) -> torch.Tensor:
         """Labels [M] of set ``name`` on the data's device."""
@@ -67,9 +69,9 @@ class BookInputs:
 
 
 def set_jobs(profile: Profile, methods: Sequence[str], ipc: int, seed: int, store: Store, device: torch.device,
-             dataset: Dataset, progress: bool = True) -> list[Job]:
-    """One job per method's distilled set (``ddnb.distill.distill_job``), sharing the loaded ``dataset``."""
-    loaded = {profile.data: dataset}
+             loaded: dict[DataConfig, Dataset], progress: bool = True) -> list[Job]:
+    """One job per method's distilled set (``ddnb.distill.distill_job``), sharing the data sets in ``loaded``
+    (data config -> data set; a version a method needs, e.g. ZCA-whitened, is added to it)."""
     return [distill_job(method, profile.data, profile.name, ipc, seed, store, device, progress, loaded) for method in methods]
 
 
@@ -83,7 +85,8 @@ def open_inputs(profile: str, data: str | None = None, ipc: int | None = None, m
     store = store if isinstance(store, Store) else Store(store)
     ipc = ipc or settings.ipc
     dataset = load_dataset(settings.data, store, device)
-    jobs = set_jobs(settings, methods, ipc, seed, store, device, dataset)
+    loaded = {settings.data: dataset}
+    jobs = set_jobs(settings, methods, ipc, seed, store, device, loaded)
     if compute:
         artifacts = run_jobs(jobs, store, runner, desc="sets")
     else:
@@ -92,7 +95,7 @@ def open_inputs(profile: str, data: str | None = None, ipc: int | None = None, m
     for path in extra_sets:
         sets[Path(path).name.removesuffix(".safetensors")] = Distilled.load(artifact_path(path), device)
     analysis = {name: in_analysis_space(distilled, dataset) for name, distilled in sets.items()}
-    return BookInputs(settings, dataset, sets, analysis, device, store, ipc)
+    return BookInputs(settings, dataset, sets, analysis, device, store, ipc, jobs, loaded)
 
 
 def _on(artifact: Artifact, device: torch.device) -> Artifact:

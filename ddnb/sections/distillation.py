@@ -30,22 +30,21 @@ def evaluation_jobs(inputs: BookInputs) -> dict[str, Job]:
             for name in inputs.sets}
 
 
-def _own_space_data(inputs: BookInputs, name: str, loaded: dict) -> Dataset:
+def _own_space_data(inputs: BookInputs, name: str) -> Dataset:
     made_on = inputs.sets[name].config.get("data") or {}
     data = inputs.profile.data
     own = dataclasses.replace(data, zca=True, zca_regularization=made_on.get("zca_regularization", data.zca_regularization))
-    if own not in loaded:
-        loaded[own] = load_dataset(own, inputs.store, inputs.device)
-    return loaded[own]
+    if own not in inputs.loaded:  # usually loaded already, for the set's own job
+        inputs.loaded[own] = load_dataset(own, inputs.store, inputs.device)
+    return inputs.loaded[own]
 
 
 def own_space_jobs(inputs: BookInputs) -> dict[str, Job]:
     """The evaluation of each ZCA-whitened set in the space it was made in, by set name."""
-    loaded: dict = {}
     jobs = {}
     for name, distilled in inputs.sets.items():
         if distilled.transform.whitened:
-            dataset = _own_space_data(inputs, name, loaded)
+            dataset = _own_space_data(inputs, name)
             jobs[name] = evaluation_job(distilled.images, inputs.labels(name), dataset, inputs.profile.evaluation)
     return jobs
 

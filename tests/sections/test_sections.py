@@ -97,7 +97,7 @@ def test_export_then_add_into_an_empty_store_serves_every_page(reports, made, tm
     assert main(["store", "list", "--costs", "--store", str(fresh)]) == 0
     assert "curvature" in capsys.readouterr().out
     with pytest.raises(MissingResults):
-        export(open_inputs("smoke", methods=METHODS, device="cpu", store=str(fresh)), ["random", "dm"], 0, tmp_path / "x")
+        export(open_inputs("smoke", methods=["random", "dm"], device="cpu", store=str(fresh)), tmp_path / "x")
 
 
 def test_ddnb_evaluate_gives_the_mean_of_the_books_table(reports, made, tmp_path, capsys):
