@@ -131,6 +131,16 @@ def build_parser() -> argparse.ArgumentParser:
     imported.add_argument("--zca", action="store_true", help="the set is ZCA-whitened (MTT with --zca)")
     _add_common(imported)
 
+    searched = commands.add_parser("search", help="distil each candidate setting of a method for a profile and score it on "
+                                                   "held-out training images (never the test split)")
+    searched.add_argument("--method", required=True, choices=[m for m in METHODS if m != "random"])
+    searched.add_argument("--profile", default="cifar10-cpu", choices=list(PROFILES))
+    searched.add_argument("--validation", type=whole_number(1), default=None, metavar="N",
+                          help="training images per class held out to score on (default: the profile's)")
+    searched.add_argument("--out", default=None, help="also write the table as JSON here")
+    add_ray_argument(searched)
+    _add_common(searched, data_required=False)
+
     run = commands.add_parser("run", help="make every missing result of a profile's book (sets, pools, models, analyses)")
     book = commands.add_parser("book", help="`ddnb run`, then execute the notebooks and build the HTML book")
     for command in (run, book):
@@ -345,6 +355,33 @@ def cmd_run(args: argparse.Namespace) -> None:
     print(report_table(reports))
 
 
+def cmd_search(args: argparse.Namespace) -> None:
+    from ddnb.jobs import get_runner
+    from ddnb.data import load_dataset
+    from ddnb.search import search, search_table, validation_data
+    from ddnb.train import resolve_device
+
+    store = _store(args)
+    _check_data_name(args)
+    if args.out is not None:
+        _check_output(args.out)
+    with _argument("--device"):
+        device = resolve_device(args.device)
+    with _argument("--validation"):
+        config = validation_data(args.profile, args.data, args.validation)
+    _load_data(args, dataclasses.replace(config, validation_per_class=None))  # a bad --data fails as such
+    with _argument("--validation"):  # then holding out more images than a class has
+        load_dataset(config, store, device)
+    with _argument("--ray"):
+        runner = get_runner(args.ray)
+    results = search(args.method, args.profile, args.data, args.validation, store=store, device=device, runner=runner)
+    print(search_table(results))
+    if args.out is not None:
+        Path(args.out).write_text(json.dumps({"method": args.method, "profile": args.profile, "data": args.data,
+                                              "validation_per_class": config.validation_per_class,
+                                              "candidates": [result.as_row() for result in results]}, indent=1) + "\n")
+
+
 def cmd_book(args: argparse.Namespace) -> None:
     from ddnb.book import BOOK_METHODS, build_book
     from ddnb.profiles import get_profile
@@ -416,7 +453,7 @@ def cmd_store(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``ddnb`` console script; returns the exit status."""
     handlers = {"distill": cmd_distill, "evaluate": cmd_evaluate, "experts": cmd_experts, "import": cmd_import, "book": cmd_book,
-                "run": cmd_run, "store": cmd_store}
+                "run": cmd_run, "search": cmd_search, "store": cmd_store}
     try:
         args = build_parser().parse_args(argv)
         handlers[args.command](args)

@@ -3,7 +3,7 @@
 | profile     | data    | target                      | budget                  |
 |-------------|---------|-----------------------------|-------------------------|
 | smoke       | shapes  | CI and tests                | whole book ~10 min from scratch, 2 cores (6 of them BPTT's set) |
-| quick       | shapes  | any laptop; ``make book``   | <= 15 min on 2 cores (13.3 measured) |
+| quick       | shapes  | any laptop; ``make book``   | <= 15 min on 2 cores (benchmarks/README.md) |
 | cifar10-cpu | CIFAR-10| 2-core CPU, resumable       | sets <= 60 min each; book ~3.5 h (measured) |
 | paper       | CIFAR-10| one GPU, the paper's settings | hours                 |
 """
@@ -65,6 +65,12 @@ class Profile:
     evaluation: EvalConfig = field(metadata={"help": "how distilled sets are scored"})
     ipc: int = field(default=10, metadata={"help": "images per class of every distilled set"})
     analysis: AnalysisSizes = field(default=AnalysisSizes(), metadata={"help": "sizes of the analyses"})
+    validation_per_class: int | None = field(default=None, metadata={
+        "help": "training images per class held out when the sets are made; `ddnb search` scores settings on them (None: none)"})
+
+    def set_data(self) -> DataConfig:
+        """The data the distilled sets are made from: ``data`` less the validation split, if any."""
+        return replace(self.data, validation_per_class=self.validation_per_class)
 
 
 PROFILES = {
@@ -82,13 +88,15 @@ PROFILES = {
         "quick", "every analysis meaningful on the embedded shapes data, minutes on a laptop",
         DataConfig("shapes", train_per_class=1000, test_size=5000), EvalConfig(net="convnet-tiny", seeds=(0, 1, 2)),
         # sized so that `make book` fits 15 minutes on 2 cores: with k up to 50 (72 s of training per set), 3 leave-one-out
-        # rows per class of 300-step trainings (10 min for five sets) and longer distillations it took 38 minutes (2026-12-02)
+        # rows per class of 300-step trainings (10 min for five sets) and longer distillations it took 38 minutes (2026-12-02);
+        # 20.5 on a slow host after the jobs change (2026-12-04), then halved: curvature probes, early-pool records, CG
+        # iterations, and cheaper BPTT and GM presets (beside their code)
         analysis=AnalysisSizes(mixing_ks=(0, 10), real_nets=("convnet-tiny", "convnet"), real_epochs=2,
                                pools=PoolConfig(net="convnet-tiny", subset_fractions=(0.01, 0.02, 0.05, 0.1), models_per_fraction=4,
-                                                subset_epochs=30, early_models=4, record_every=1, snapshot_models=1),
-                               curvature_iterations=40, curvature_every=4, curvature_probes=32, curvature_real_images=2000,
+                                                subset_epochs=30, early_models=4, record_every=2, snapshot_models=1),
+                               curvature_iterations=40, curvature_every=4, curvature_probes=16, curvature_real_images=2000,
                                influence_test_images=2000, influence_images_per_class=1, influence_steps=100,
-                               influence_cg_iterations=50, influence_dampings=(1e-2, 1e-1, 1.0)),
+                               influence_cg_iterations=30, influence_dampings=(1e-2, 1e-1, 1.0)),
     ),
     "cifar10-cpu": Profile(
         "cifar10-cpu", "CIFAR-10 with reduced steps and pools, hours on a 2-core CPU",
@@ -109,6 +117,8 @@ PROFILES = {
                                # 3.1 min on 2 cores (2026-12-03); the defaults, 5 dampings down to 1e-4 (slowest to converge)
                                # x 100 iterations, are up to 12.5x the products
                                influence_cg_iterations=20, influence_dampings=(1e-1, 1.0)),
+        # settings are chosen on 5,000 held-out training images, never on the test split
+        validation_per_class=500,
     ),
     "paper": Profile(
         "paper", "CIFAR-10 with the paper's settings, for one GPU",

@@ -225,6 +225,13 @@ CASES = [
     ("book --data imagefolder:{missing}", ["--data", "does not exist"]),
     ("book --root {empty}", ["{empty}", "holds no book", "--root"]),
     ("book --store {a_file}", ["--store", "is a file"]),
+    # search
+    ("search --method random --profile smoke", ["--method", "choose from", "dm"]),
+    ("search --method dm --profile smoke", ["--validation", "holds out no validation images"]),
+    ("search --method dm --profile smoke --validation 0", ["--validation", "from 1"]),
+    ("search --method dm --profile cifar10-cpu --validation 9 --data imagefolder:{tiny}", ["--validation", "holding out 9 images per class", "hold out at most"]),
+    ("search --method dm --profile smoke --validation 2 --out /proc/x", ["--out", "cannot write in /proc"]),
+    ("search --method dm --profile smoke --validation 2 --store {a_file}", ["--store", "is a file"]),
     # store
     ("store add {missing}.safetensors", ["no artifact at {missing}.safetensors"]),
     ("store add {truncated_set}", ["{truncated_set}", "checksum"]),
@@ -235,7 +242,7 @@ CASES = [
     ("store frobnicate", ["invalid choice", "'add'"]),
     ("frobnicate", ["invalid choice", "distill"]),
 ]
-DEVICE = ("distill", "evaluate", "experts", "import", "book")
+DEVICE = ("distill", "evaluate", "experts", "import", "book", "search")
 
 
 @pytest.mark.parametrize("command, expected", CASES, ids=[command[:70] for command, _ in CASES])

@@ -24,6 +24,7 @@ from ddnb.store import Store
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2023, 0.1994, 0.2010)
 SHAPES_SIZES = {"train": 50_000, "test": 10_000}
+VALIDATION_SEED_OFFSET = 7919  # the held-out draw differs from a train_per_class draw with the same seed
 
 
 @dataclass(frozen=True)
@@ -37,11 +38,19 @@ class DataConfig:
     test_size: int | None = field(default=None, metadata={"help": "keep N test images, the first of each class, balanced (None: all)"})
     zca: bool = field(default=False, metadata={"help": "ZCA-whiten after normalising (fit on train)"})
     zca_regularization: float = field(default=0.1, metadata={"help": "added to covariance eigenvalues before whitening"})
+    validation_per_class: int | None = field(default=None, metadata={
+        "help": "hold this many training images per class out (drawn with seed) and use them as the test split (None: the real test split)"})
 
     def __post_init__(self) -> None:
         check_fields(self)
         if self.name not in ("shapes", "cifar10") and not self.name.startswith("imagefolder:"):
             raise DdnbError(f"unknown data set {self.name!r}; use shapes, cifar10 or imagefolder:PATH")
+
+    def key(self) -> dict:
+        """Every field, as results made from this data are keyed (a validation split only when there is one, so
+        that keys made before it existed still match)."""
+        fields = dataclasses.asdict(self)
+        return fields if self.validation_per_class is not None else {k: v for k, v in fields.items() if k != "validation_per_class"}
 
     def source(self) -> dict:
         """The part of the config that decides the decoded pixels (the cache key)."""
@@ -102,6 +111,16 @@ def load_dataset(config: DataConfig | str = DataConfig(), store: Store | None = 
     artifact = store.get_or_make("dataset", config.source(), lambda: _decode(config, store))
     classes = artifact.meta["classes"]
     train, test = _split(artifact.tensors, "train"), _split(artifact.tensors, "test")
+    if config.validation_per_class is not None:  # model selection never sees the test split
+        counts = torch.bincount(train.labels, minlength=len(classes))
+        if config.validation_per_class >= int(counts.min()):
+            smallest = int(counts.argmin())
+            raise DdnbError(f"holding out {config.validation_per_class} images per class leaves class {classes[smallest]} "
+                            f"({int(counts[smallest])} training images) none to train on; hold out at most {int(counts.min()) - 1}")
+        held_out = sample_per_class(train.labels, config.validation_per_class, config.seed + VALIDATION_SEED_OFFSET, len(classes))
+        kept = torch.ones(len(train), dtype=torch.bool)
+        kept[held_out] = False
+        train, test = train.subset(kept.nonzero().flatten()), train.subset(held_out)
     if config.train_per_class is not None:
         train = train.subset(sample_per_class(train.labels, config.train_per_class, config.seed, len(classes)))
     if config.test_size is not None:
@@ -114,4 +133,4 @@ def load_dataset(config: DataConfig | str = DataConfig(), store: Store | None = 
     test = Split(transform.encode(test_pixels), test.labels, test.attributes)
     kind, _, location = config.name.partition(":")
     name = Path(location).name.removesuffix(".tar") if kind == "imagefolder" else kind  # "cifar10-jpeg", not "imagefolder"
-    return Dataset(name, classes, train, test, transform, dataclasses.asdict(config)).to(device)
+    return Dataset(name, classes, train, test, transform, config.key()).to(device)

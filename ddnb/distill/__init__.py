@@ -44,6 +44,13 @@ def preset(method: str, profile: str = "paper", ipc: int = 10) -> Preset:
     return Preset(module.PUBLISHED_STEPS, module.PUBLISHED[published_ipc], zca)
 
 
+def candidates(method: str, profile: str) -> dict[str, Preset]:
+    """The settings ``ddnb search`` compares for ``method`` at a profile, by name (the method module's
+    ``CANDIDATES``; a profile without any has its one preset, named ``preset``). The profile's preset is one of them."""
+    chosen = preset(method, profile)
+    return getattr(MODULES[method], "CANDIDATES", {}).get(profile) or {"preset": chosen}
+
+
 def method_options(method: str, overrides: dict[str, object]):
     """``method``'s options dataclass with ``overrides``; an unknown name or a bad value raises ``DdnbError``."""
     if method not in OPTIMISED:
@@ -113,12 +120,15 @@ def _make_distilled(dataset: Dataset, method: str, ipc: int, seed: int, loop: Lo
 
 def distill_job(method: str, data: DataConfig, profile: str = "smoke", ipc: int = 10, seed: int = 0,
                 store: Store | None = None, device: torch.device | str = "cpu", progress: bool = True,
-                loaded: dict[DataConfig, Dataset] | None = None) -> Job:
-    """The job (``ddnb.jobs``) that makes ``method``'s set for a profile, as ``distill_preset`` describes.
+                loaded: dict[DataConfig, Dataset] | None = None, settings: Preset | None = None) -> Job:
+    """The job (``ddnb.jobs``) that makes ``method``'s set for a profile, as ``distill_preset`` describes, or with
+    other ``settings`` (a search candidate; the key holds them, so the profile's own preset finds that set again).
     Loads the data set here (its source is part of the key), or takes it from ``loaded`` (data config -> data
     set, filled here): jobs sharing one dict share one copy (CIFAR-10 is 0.7 GB as float32, per copy)."""
     store = Store((store or Store()).root.resolve())  # checkpoints go here, also from a Ray worker elsewhere
-    settings = Preset(0, None) if method == "random" else preset(method, profile, ipc)
+    if method == "random":
+        settings = Preset(0, None)
+    settings = settings or preset(method, profile, ipc)
     config = dataclasses.replace(data, zca=settings.zca)
     loaded = {} if loaded is None else loaded
     dataset = loaded[config] if config in loaded else loaded.setdefault(config, load_dataset(config, store, device))
@@ -154,5 +164,5 @@ def distill_preset(method: str, data: DataConfig, profile: str = "smoke", ipc: i
     return distill_presets([method], data, profile, ipc, seed, store, device, progress, runner)[method]
 
 
-__all__ = ["METHODS", "Distilled", "LoopConfig", "Preset", "distill", "distill_job", "distill_preset", "distill_presets", "method_options",
+__all__ = ["METHODS", "Distilled", "LoopConfig", "Preset", "candidates", "distill", "distill_job", "distill_preset", "distill_presets", "method_options",
            "preset", "setup"]

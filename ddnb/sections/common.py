@@ -71,8 +71,9 @@ class BookInputs:
 def set_jobs(profile: Profile, methods: Sequence[str], ipc: int, seed: int, store: Store, device: torch.device,
              loaded: dict[DataConfig, Dataset], progress: bool = True) -> list[Job]:
     """One job per method's distilled set (``ddnb.distill.distill_job``), sharing the data sets in ``loaded``
-    (data config -> data set; a version a method needs, e.g. ZCA-whitened, is added to it)."""
-    return [distill_job(method, profile.data, profile.name, ipc, seed, store, device, progress, loaded) for method in methods]
+    (data config -> data set; a version a method needs, e.g. ZCA-whitened, is added to it). The sets are made from
+    the profile's training images less its validation split."""
+    return [distill_job(method, profile.set_data(), profile.name, ipc, seed, store, device, progress, loaded) for method in methods]
 
 
 def open_inputs(profile: str, data: str | None = None, ipc: int | None = None, methods: Sequence[str] = BOOK_METHODS,
