@@ -32,8 +32,8 @@ from ddnb.distill import METHODS, Distilled
 from ddnb.jobs import Job, Runner, get_runner, run_jobs
 from ddnb.profiles import Profile
 from ddnb.sections import MissingResults, missing_results, open_inputs, run_profile
-from ddnb.sections.common import BOOK_METHODS as _METHODS
-from ddnb.store import Store, artifact_path, read_sidecar
+from ddnb.sections.common import BOOK_METHODS as _METHODS, named_set, set_file
+from ddnb.store import Store, read_sidecar
 
 PACKAGE = Path(__file__).resolve().parent
 
@@ -49,11 +49,15 @@ def notebook_parameters(profile: Profile, device: str, store: str | None, method
     unknown = [method for method in methods if method not in METHODS]
     if unknown:
         raise DdnbError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}")
-    sets = [str(artifact_path(path).resolve()) for path in extra_sets]
-    for path in sets:
-        if not Path(path).exists():
-            raise DdnbError(f"no distilled set at {path} (write one with `ddnb distill` or `ddnb import`)")
-        Distilled.load(path)  # a corrupt file or another kind of artifact fails here, not inside a notebook
+    sets = []
+    for name, path in map(named_set, extra_sets):
+        path = set_file(path).resolve()
+        if not path.exists():
+            raise DdnbError(f"no distilled set at {path} (write one with `ddnb distill` or `ddnb import`, or give a "
+                            "released .pt file)")
+        if path.suffix != ".pt":
+            Distilled.load(path)  # a corrupt file or another kind of artifact fails here, not inside a notebook
+        sets.append(f"{name}={path}")
     if not methods and not sets:
         raise DdnbError("nothing to analyse: give at least one method or one set")
     return {"profile": profile.name, "data": profile.data.name, "ipc": profile.ipc, "methods": list(methods),
@@ -72,8 +76,9 @@ def execution_key(notebook: Path, parameters: dict) -> str:
     reader's own sets (a set rewritten under the same path runs the notebooks again; its sidecar's checksum
     stands for its tensors, which every load verifies against it)."""
     digest = hashlib.sha256(notebook.read_bytes() + json.dumps(parameters, sort_keys=True).encode() + _source_hash().encode())
-    for path in parameters.get("extra_sets", ()):
-        digest.update(read_sidecar(path)["sha256"].encode())
+    for _, path in map(named_set, parameters.get("extra_sets", ())):
+        digest.update(hashlib.sha256(path.read_bytes()).hexdigest().encode() if path.suffix == ".pt"
+                      else read_sidecar(path)["sha256"].encode())
     return digest.hexdigest()
 
 

@@ -147,13 +147,14 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--profile", default="quick", choices=list(PROFILES))
         command.add_argument("--methods", nargs="*", default=None, choices=METHODS, metavar="METHOD",
                              help=f"whose sets are made and analysed (default all: {' '.join(METHODS)})")
-        command.add_argument("--set", action="append", default=[], dest="extra_sets", metavar="PATH",
-                             help="your own distilled set (from ddnb distill or ddnb import), analysed beside the methods "
-                                  "in every section (repeatable)")
+        command.add_argument("--set", action="append", default=[], dest="extra_sets", metavar="[NAME=]PATH",
+                             help="your own distilled set (from ddnb distill or ddnb import, or a released .pt file), "
+                                  "analysed beside the methods in every section under NAME (default: its file name); "
+                                  "a NAME that is a method replaces that method's set, e.g. bptt=DD_data/0.pt (repeatable)")
         add_ray_argument(command)
         _add_common(command, data_required=False)
     run.add_argument("--only", nargs="+", default=None, metavar="PAGE",
-                     help="only these pages' results: distillation, substitution, dynamics, semantics")
+                     help="only these pages' results: findings (all of the next three), distillation, substitution, dynamics, semantics")
     book.add_argument("--root", default=".", help="the checkout holding _config.yml and _toc.yml")
     book.add_argument("--no-compute", action="store_true",
                       help="build from the store alone: exit 2 naming the results that are missing")

@@ -129,7 +129,9 @@ class RayRunner:
         ray = self.ray
         task = ray.remote(max_retries=self.retries, num_cpus=self.cpus)(_task)
         root = str(store.root.resolve())  # workers need not share this process's working directory
-        missing = {store.path(job.kind, job.key): job for job in jobs if not store.exists(job.kind, job.key)}
+        # verified, not just present: a corrupt artifact is made again (``find`` warns), as in this process
+        found = {job_id(job): store.find(job.kind, job.key) for job in jobs}
+        missing = {job_id(job): job for job in jobs if found[job_id(job)] is None}
         shared: dict[int, Any] = {}  # id(input) -> object ref: a data set used by every job is put once
         pending = []
         for job in missing.values():
@@ -151,7 +153,7 @@ class RayRunner:
                 bar.update()
         if failures:
             raise failures[0]
-        return [self._load(store, job) for job in jobs]
+        return [found[job_id(job)] or self._load(store, job) for job in jobs]
 
     @staticmethod
     def _load(store: Store, job: Job) -> Artifact:

@@ -234,3 +234,27 @@ def estimate_table(name: str, estimates: Mapping[str, object]) -> str:
         else:
             rows.append(f"| {label} | {summary['pearson']:.3f} | {summary['spearman']:.3f} | {summary['top_overlap']:.3f} |")
     return "\n".join(rows + ([""] + notes if notes else []))
+
+
+VERDICT_MARKS = {"holds": "✅ holds", "partly": "🟡 partly", "does not hold": "❌ does not hold"}
+
+
+def _effect(value: float, stderr: float) -> str:
+    if stderr != stderr:  # NaN: one measurement
+        return f"{value:+.3f} (one measurement)"
+    return f"{value:+.3f}" if stderr == 0 else f"{value:+.3f} ± {2 * stderr:.3f}"
+
+
+def findings_table(rows: Sequence[object], section: int | None = None) -> str:
+    """Markdown table of findings (``ddnb.analysis.findings.Finding``; only ``section``'s when given): the claim and
+    its measure, the sets, the paper's value, ours (± 2 standard errors), the verdict, and why where it fails."""
+    table = ["| finding | measure | sets | paper | ours | verdict |", "|---|---|---|---|---|---|"]
+    notes = []
+    for row in rows:
+        if section is not None and row.section != section:
+            continue
+        table.append(f"| {row.claim} | {row.measure} | {row.sets} | {row.paper} | {_effect(row.effect, row.stderr)} | "
+                     f"{VERDICT_MARKS[row.verdict]} |")
+        if row.reason:
+            notes.append(f"- {row.sets}, {row.claim}: {row.reason}.")
+    return "\n".join(table + ([""] + notes if notes else []))

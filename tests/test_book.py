@@ -2,9 +2,14 @@ import dataclasses
 import functools
 import http.server
 import importlib.util
+import math
 import os
 import shutil
+import signal
+import subprocess
+import sys
 import threading
+import time
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -19,10 +24,12 @@ from ddnb.distill.result import Distilled
 from ddnb.errors import DdnbError
 from ddnb.explorer import FRAME_CLASS
 from ddnb.profiles import PROFILES, get_profile
+from ddnb.sections import open_inputs, open_page
 from tests.forbid import FORBID, forbid_compute, restore, snapshot
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTIONS = ("distillation", "substitution", "dynamics", "semantics")
+VERDICTS = ("holds", "partly", "does not hold")
 
 
 @pytest.fixture(scope="module")
@@ -72,10 +79,75 @@ def test_notebooks_only_load_and_draw(complete_store, tmp_path):
         assert sum(len(cell.source.splitlines()) for cell in code) <= 40, path.name
 
 
+def _tensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(path)
+
+
+def test_a_killed_run_resumes_and_ends_with_the_results_of_an_uninterrupted_one(complete_store, tmp_path):
+    """`ddnb run` killed (SIGKILL) once its first result is stored: the next call loads that result, makes the
+    rest, and every result equals the one the uninterrupted run of ``complete_store`` made."""
+    store = tmp_path / "store"
+    command = [sys.executable, "-m", "ddnb.cli", "run", "--profile", "smoke", "--only", "distillation", "--methods",
+               "random", "--device", "cpu", "--store", str(store)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not list(store.glob("distilled/*.json")) and time.time() < deadline and process.poll() is None:
+        time.sleep(0.01)
+    assert process.poll() is None, "the run ended before it could be killed"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    resumed = subprocess.run(command, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    made = {line.split()[0]: line.split()[2] for line in resumed.stdout.splitlines()[1:-1]}
+    assert made == {"distilled": "loaded", "evaluation": "made"}
+    results = [path for path in store.rglob("*.safetensors") if path.parent.name not in ("dataset", "checkpoint")]
+    assert {path.parent.name for path in results} == {"distilled", "evaluation"}
+    for path in results:
+        expected = _tensors(complete_store / path.relative_to(store))
+        assert {name: torch.equal(value, expected[name]) for name, value in _tensors(path).items()} == dict.fromkeys(expected, True)
+
+
+def test_the_papers_own_sets_stand_in_for_the_methods_under_their_names(complete_store, tmp_path):
+    """Files of the structure the paper's repository downloads (``DD_data/0.pt`` to ``3.pt``: BPTT, DM, GM and MTT,
+    each ``{"data", "label"}`` in normalised pixel space), here holding the smoke book's own sets: ddnb distils none
+    of the four, names them after their methods, and every finding is the one measured on the sets it made."""
+    made = open_inputs("smoke", device="cpu", store=str(complete_store))
+    (tmp_path / "DD_data").mkdir()
+    specs = []
+    for number, name in enumerate(("bptt", "dm", "gm", "mtt")):
+        path = tmp_path / "DD_data" / f"{number}.pt"
+        torch.save({"data": made.analysis[name].cpu(), "label": made.sets[name].labels.cpu()}, path)
+        specs.append(f"{name}={path}")
+    paper = open_inputs("smoke", device="cpu", store=str(complete_store), extra_sets=specs)
+    assert [job.key["method"] for job in paper.set_jobs] == ["random"] and list(paper.sets) == list(made.sets)
+    assert all(torch.equal(paper.analysis[name], made.analysis[name]) for name in made.sets)
+    ours, theirs = (open_page("findings", "smoke", device="cpu", store=str(complete_store), extra_sets=sets).rows
+                    for sets in ((), specs))
+    assert [(row.sets, row.effect) for row in theirs] == [(row.sets, row.effect) for row in ours]
+
+
 def test_a_book_without_its_results_names_them(tmp_path, capsys):
     assert main(["book", "--profile", "smoke", "--no-compute", "--store", str(tmp_path)]) == 2
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1 and "not in the store" in error[0] and "ddnb run --profile smoke" in error[0]
+
+
+def test_the_notebooks_are_what_their_generator_writes():
+    result = subprocess.run([sys.executable, str(ROOT / "notebooks" / "generate.py"), "--check"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def test_the_findings_page_measures_every_finding_of_sections_3_to_5(complete_store):
+    rows = open_page("findings", "smoke", device="cpu", store=str(complete_store)).rows
+    claims = {section: {row.claim for row in rows if row.section == section} for section in (3, 4, 5)}
+    # PAPER.md's rows: mixing, pixels, real-trained networks, feature map | agreement, recognition, curvature (two
+    # rows) | influence, semantics; mixing and the per-set rows once per set
+    assert [len(claims[section]) for section in (3, 4, 5)] == [5, 4, 2], claims
+    assert len(rows) == (5 + 4 + 1 + 1) + (4 + 4 + 2 + 1) + (4 + 4)
+    assert all(math.isfinite(row.effect) and row.verdict in VERDICTS for row in rows)
+    assert all(row.reason for row in rows if row.verdict != "holds")  # a sentence wherever ours falls short
 
 
 def test_smoke_book_executes_every_section_and_builds_with_warnings_as_errors(smoke_book, complete_store):
@@ -88,11 +160,14 @@ def test_smoke_book_executes_every_section_and_builds_with_warnings_as_errors(sm
         assert "<img" in page, section  # its figures
         assert "pasted-text" in page, section  # numbers in the prose are glued from the executed notebook
         assert "<p>|" not in page, section  # a displayed Markdown table left as a paragraph of text
+        assert section == "distillation" or "What this page finds" in page, section  # its findings first
+    findings = (index.parent / "book" / "findings.html").read_text()
+    assert "How this page was made" in findings and "pasted-text" in findings and findings.count("<table") == 3
     assert "<table" in (index.parent / "book" / "distillation.html").read_text()  # its accuracy table, rendered
     assert "application/vnd.jupyter.widget-state+json" in (index.parent / "book" / "semantics.html").read_text()
     # unchanged notebooks, parameters and ddnb source: nothing is executed again
     executed = {path: path.stat().st_mtime_ns for path in (ROOT / "book").glob("*.ipynb")}
-    assert len(executed) == len(SECTIONS)
+    assert len(executed) == len(SECTIONS) + 1  # and the findings
     execute_notebooks(ROOT, notebook_parameters(get_profile("smoke"), "cpu", str(complete_store)))
     assert all(path.stat().st_mtime_ns == mtime for path, mtime in executed.items())
 
@@ -220,11 +295,18 @@ def test_own_sets_join_the_parameters_and_a_rewritten_set_runs_the_notebooks_aga
                      meta={"classes": ["a", "b"]})
     path = mine.save(tmp_path / "mine")
     parameters = notebook_parameters(get_profile("smoke"), "cpu", None, ["random"], [tmp_path / "mine"])
-    assert parameters["methods"] == ["random"] and parameters["extra_sets"] == [str(path.resolve())]
+    assert parameters["methods"] == ["random"] and parameters["extra_sets"] == [f"mine={path.resolve()}"]
     notebook = ROOT / "notebooks" / "semantics.ipynb"
     key = execution_key(notebook, parameters)
     assert execution_key(notebook, parameters) == key
     dataclasses.replace(mine, images=images + 1).save(tmp_path / "mine")  # same path, other images
+    assert execution_key(notebook, parameters) != key
+    released = tmp_path / "0.pt"  # a set as the paper's authors released theirs
+    torch.save({"data": images, "label": labels}, released)
+    parameters = notebook_parameters(get_profile("smoke"), "cpu", None, ["random"], [f"bptt={released}"])
+    assert parameters["extra_sets"] == [f"bptt={released.resolve()}"]
+    key = execution_key(notebook, parameters)
+    torch.save({"data": images + 1, "label": labels}, released)
     assert execution_key(notebook, parameters) != key
     (tmp_path / "other.safetensors").write_bytes(b"not a set")
     with pytest.raises(DdnbError, match="has no sidecar"):  # checked before any work, not inside a notebook

@@ -159,3 +159,18 @@ def test_a_killed_worker_is_retried_and_nothing_is_lost_or_duplicated(ray_runner
         assert all(torch.equal(artifact.tensors[name], expected[name]) for name in expected)
     paths = [store.path(job.kind, job.key) for job in jobs]  # one tensor file and one sidecar per job, nothing else
     assert _files(store.root) == sorted(str(p.relative_to(store.root)) for path in paths for p in (path, path.with_suffix(".json")))
+
+
+@pytest.mark.parametrize("on_ray", [False, True], ids=["in-process", "ray"])
+def test_a_bit_flipped_artifact_is_made_again_not_returned(on_ray, request, tmp_path):
+    runner = request.getfixturevalue("ray_runner") if on_ray else None
+    store, log = Store(tmp_path / "store"), tmp_path / "calls"
+    job = Job("toy", {"value": 5.0}, partial(_count_calls, log, 5.0))
+    path = run_jobs([job], store, runner, progress=False)[0].path
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0x01  # one bit of the tensor data
+    path.write_bytes(bytes(data))
+    with pytest.warns(UserWarning, match="checksum"):
+        artifact, = run_jobs([job], store, runner, progress=False)
+    assert float(artifact.tensors["value"]) == 5.0 and log.read_text().count("call") == 2
+    assert float(store.load(job.kind, job.key).tensors["value"]) == 5.0  # the store holds a good copy again

@@ -244,11 +244,12 @@ def _initial_network(distilled: Distilled, net: str, seed: int, device: torch.de
 
 def distilled_influence_config(distilled: Distilled, test_images: Tensor, net: str = "convnet", seed: int = 0,
                                protocol: Protocol | str = "paper300", indices: Sequence[int] | Tensor | None = None) -> dict:
-    """The config of ``distilled_influence``'s result (what identifies it): the distilled set's config, the net,
-    seed and protocol, the rows left out and fingerprints of both image sets."""
+    """The config of ``distilled_influence``'s result (what identifies it): fingerprints of the set's images and
+    labels and of the test images, the net, seed and protocol and the rows left out; not how the set was made (the
+    same tensors imported from another project give the same result)."""
     protocol = get_protocol(protocol) if isinstance(protocol, str) else protocol
     images = distilled.images
-    extra = {"distilled": distilled.config, "net": net, "seed": seed,
+    extra = {"labels_sha256": fingerprint(distilled.labels), "net": net, "seed": seed,
              "train_sha256": fingerprint(images.to(test_images.device)), "test_sha256": fingerprint(test_images)}
     return _loo_config(protocol, len(images), _rows(len(images), indices), len(test_images), "loo", extra)
 
@@ -265,7 +266,7 @@ def distilled_influence(distilled: Distilled, test_images: Tensor, test_labels: 
     protocol = get_protocol(protocol) if isinstance(protocol, str) else protocol
     images, labels = distilled.images.to(test_images.device), distilled.labels.to(test_images.device)
     config = distilled_influence_config(distilled, test_images, net, seed, protocol, indices)
-    extra = {name: config[name] for name in ("distilled", "net", "seed", "train_sha256", "test_sha256")}
+    extra = {name: config[name] for name in ("labels_sha256", "net", "seed", "train_sha256", "test_sha256")}
     model = _initial_network(distilled, net, seed, test_images.device)
     result = loo_influence(model, images, labels, test_images, test_labels, protocol, indices, chunk_size=chunk_size,
                            config=extra, progress=progress)

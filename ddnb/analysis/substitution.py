@@ -5,7 +5,7 @@
   run over seeds; each seed draws its own real images and network);
 - ``recognition_by_real_models``: accuracy of networks trained on real data on each distilled set;
 - ``pixel_histograms``: distribution of un-normalised pixel values;
-- ``feature_map``: a 2-D map of penultimate features of test and distilled images.
+- ``feature_map`` / ``project``: a 2-D map (UMAP or PCA) of penultimate features of test and distilled images.
 
 Every function takes sets in the analysis input space (``in_analysis_space``: normalised, never ZCA),
 as the paper's analyses do. Nothing here reads or writes the store: ``ddnb.sections`` keeps the results.
@@ -13,6 +13,7 @@ as the paper's analyses do. Nothing here reads or writes the store: ``ddnb.secti
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
@@ -148,27 +149,38 @@ class FeatureMap:
     method: str
 
 
-def _project(features: torch.Tensor, seed: int) -> tuple[torch.Tensor, str]:
-    try:
-        import umap  # optional: pip install umap-learn
-    except ImportError:
-        # Fallback: the top two principal components (linear, deterministic); clusters overlap more than under UMAP.
+PROJECTIONS = ("umap", "pca")
+
+
+def project(features: torch.Tensor, projection: str = "umap", seed: int = 0) -> torch.Tensor:
+    """Rows of ``features`` [N, D] mapped to 2-D [N, 2]: ``"umap"`` (umap-learn, seeded, single-threaded so
+    repeatable) or ``"pca"`` (the top two principal components: linear and fast; clusters overlap more)."""
+    if projection == "pca":
         centred = features - features.mean(0)
         _, _, v = torch.linalg.svd(centred, full_matrices=False)
-        return centred @ v[:2].T, "pca"
-    reducer = umap.UMAP(n_components=2, random_state=seed)
-    return torch.from_numpy(reducer.fit_transform(features.numpy())).float(), "umap"
+        return centred @ v[:2].T
+    if projection != "umap":
+        raise DdnbError(f"unknown projection {projection!r}: use one of {', '.join(PROJECTIONS)}")
+    try:
+        import umap
+    except ImportError as error:
+        raise DdnbError("the UMAP feature map needs umap-learn (pip install -r requirements.txt), "
+                           "or choose the 'pca' projection") from error
+    reducer = umap.UMAP(n_components=2, random_state=seed, n_jobs=1)  # seeded runs are single-threaded: repeatable
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="n_jobs value", category=UserWarning)  # it warns even when asked for 1
+        return torch.from_numpy(reducer.fit_transform(features.double().numpy())).float()
 
 
 @torch.no_grad()
-def feature_map(net: nn.Module, sets: Mapping[str, torch.Tensor], seed: int = 0) -> FeatureMap:
-    """Penultimate features (``net.features``) of every set of images [N, C, H, W], mapped jointly to 2-D
-    (UMAP when ``umap-learn`` is installed, else the top two principal components)."""
+def feature_map(net: nn.Module, sets: Mapping[str, torch.Tensor], projection: str = "umap", seed: int = 0) -> FeatureMap:
+    """Penultimate features (``net.features``) of every set of images [N, C, H, W], mapped jointly to 2-D by
+    ``projection`` (see ``project``)."""
     net.eval()
     features = {name: torch.cat([net.features(part) for part in images.split(500)]).flatten(1).cpu()
                 for name, images in sets.items()}
-    coordinates, method = _project(torch.cat(list(features.values())), seed)
+    coordinates = project(torch.cat(list(features.values())), projection, seed)
     points, start = {}, 0
     for name, value in features.items():
         points[name], start = coordinates[start:start + len(value)], start + len(value)
-    return FeatureMap(points, method)
+    return FeatureMap(points, projection)

@@ -16,11 +16,11 @@ from typing import Sequence
 
 from ddnb.errors import DdnbError
 from ddnb.jobs import Job, Runner, job_id, run_jobs, waves
-from ddnb.sections import distillation, dynamics, semantics, substitution
+from ddnb.sections import distillation, dynamics, findings, semantics, substitution
 from ddnb.sections.common import BOOK_METHODS, BookInputs, MissingResults, open_inputs
 from ddnb.store import Store, read_sidecar
 
-PAGES = {"distillation": distillation, "substitution": substitution, "dynamics": dynamics, "semantics": semantics}
+PAGES = {"findings": findings, "distillation": distillation, "substitution": substitution, "dynamics": dynamics, "semantics": semantics}
 
 
 def _pages(only: Sequence[str] | None) -> list[str]:

@@ -20,6 +20,7 @@ from ddnb.analysis.substitution import evaluate_set, in_analysis_space, real_tra
 from ddnb import viz
 from ddnb.data import DataConfig, Dataset, load_dataset
 from ddnb.distill import Distilled, distill_job
+from ddnb.distill.imports import import_set
 from ddnb.errors import DdnbError
 from ddnb.jobs import Job, Runner, data_job, run_jobs
 from ddnb.nets import build_net
@@ -76,25 +77,52 @@ def set_jobs(profile: Profile, methods: Sequence[str], ipc: int, seed: int, stor
     return [distill_job(method, profile.set_data(), profile.name, ipc, seed, store, device, progress, loaded) for method in methods]
 
 
+def named_set(spec: str | Path) -> tuple[str, Path]:
+    """A ``--set`` value ``[NAME=]PATH`` -> (NAME, PATH). Without NAME a set is named after its file. A NAME that is a
+    book method (``bptt``, ``dm``, ...) stands in for that method's set, which is then not distilled: the paper's own
+    sets analysed under their method names."""
+    name, separator, rest = str(spec).partition("=")
+    if separator and name and "/" not in name:
+        return name, Path(rest).expanduser()
+    path = Path(spec).expanduser()
+    return path.name.removesuffix(".safetensors").removesuffix(".pt"), path
+
+
+def set_file(path: Path) -> Path:
+    """Where a set's tensors are: a released ``.pt`` file as given, ddnb's own as its ``.safetensors``."""
+    return path if path.suffix == ".pt" else artifact_path(path)
+
+
+def load_set(path: Path, dataset: Dataset, device: torch.device) -> Distilled:
+    """A reader's set file in ``dataset``'s input space: ddnb's own (``.safetensors``, from ``ddnb distill`` or
+    ``ddnb import``) or a released ``.pt`` file, read as ``ddnb import`` reads it (the paper authors' ``{"data",
+    "label"}`` files among others; ``torch.load(weights_only=True)`` only)."""
+    if path.suffix != ".pt":
+        return Distilled.load(artifact_path(path), device)
+    released = import_set(path, dataset.transform, dataset.classes)
+    return dataclasses.replace(released, images=released.images.to(device), labels=released.labels.to(device))
+
+
 def open_inputs(profile: str, data: str | None = None, ipc: int | None = None, methods: Sequence[str] = BOOK_METHODS,
                 seed: int = 0, device: str = "auto", store: str | Store | None = None, extra_sets: Sequence[str] = (),
                 compute: bool = False, runner: Runner | None = None) -> BookInputs:
     """The profile's data and sets. ``compute``: make the missing sets (by ``runner``); otherwise only load them
-    and raise ``MissingResults`` for any not in the store. ``extra_sets``: paths of the reader's own sets,
-    analysed under their file names."""
+    and raise ``MissingResults`` for any not in the store. ``extra_sets``: the reader's own sets as ``[NAME=]PATH``
+    (``named_set``); one named after a method replaces that method's set."""
     settings, device = get_profile(profile, data), resolve_device(device)
     store = store if isinstance(store, Store) else Store(store)
     ipc = ipc or settings.ipc
     dataset = load_dataset(settings.data, store, device)
     loaded = {settings.data: dataset}
-    jobs = set_jobs(settings, methods, ipc, seed, store, device, loaded)
+    own = {name: load_set(path, dataset, device) for name, path in map(named_set, extra_sets)}
+    made = [method for method in methods if method not in own]
+    jobs = set_jobs(settings, made, ipc, seed, store, device, loaded)
     if compute:
         artifacts = run_jobs(jobs, store, runner, desc="sets")
     else:
         artifacts = load_results(store, jobs, settings.name)
-    sets = {method: Distilled.from_artifact(_on(artifact, device)) for method, artifact in zip(methods, artifacts)}
-    for path in extra_sets:
-        sets[Path(path).name.removesuffix(".safetensors")] = Distilled.load(artifact_path(path), device)
+    distilled = {method: Distilled.from_artifact(_on(artifact, device)) for method, artifact in zip(made, artifacts)}
+    sets = {method: own[method] if method in own else distilled[method] for method in methods} | own
     analysis = {name: in_analysis_space(distilled, dataset) for name, distilled in sets.items()}
     return BookInputs(settings, dataset, sets, analysis, device, store, ipc, jobs, loaded)
 

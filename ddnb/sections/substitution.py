@@ -2,7 +2,7 @@
 them, their pixel values and where they sit among real features.
 
 Jobs: each set's mixing points (k = 0 is its evaluation), one real-trained network per profile net, and the
-feature map (UMAP where installed) of the last of them. Scoring the sets with the stored networks and the
+feature map (the profile's projection, UMAP by default) of the last of them. Scoring the sets with the stored networks and the
 pixel histograms are forward passes and counts, done when loading.
 """
 
@@ -54,24 +54,26 @@ def mixing_jobs(inputs: BookInputs, name: str) -> list[Job]:
 
 
 def model_jobs(inputs: BookInputs) -> dict[str, Job]:
-    """The real-trained network of each profile net (``real`` protocol, ``real_epochs``), by net."""
-    protocol = get_protocol("real", epochs=inputs.profile.analysis.real_epochs)
-    return {net: model_job(inputs.dataset, net, protocol) for net in inputs.profile.analysis.real_nets}
+    """The real-trained network of each profile net (``real`` protocol, ``AnalysisSizes.epochs_of`` it), by net."""
+    sizes = inputs.profile.analysis
+    return {net: model_job(inputs.dataset, net, get_protocol("real", epochs=sizes.epochs_of(net))) for net in sizes.real_nets}
 
 
-def _feature_map(net: str, images: dict[str, torch.Tensor], dataset: Dataset, model: Artifact):
+def _feature_map(net: str, images: dict[str, torch.Tensor], projection: str, dataset: Dataset, model: Artifact):
     network = as_model(model, net, dataset)
     test = dataset.test.head(FEATURE_TEST_IMAGES)
-    mapped = substitution.feature_map(network, {"test": test.images, **{k: v.to(test.images.device) for k, v in images.items()}})
+    mapped = substitution.feature_map(network, {"test": test.images, **{k: v.to(test.images.device) for k, v in images.items()}},
+                                      projection)
     return {f"points.{name}": points for name, points in mapped.points.items()}, {"method": mapped.method, "sets": list(mapped.points)}
 
 
 def feature_job(inputs: BookInputs, model: Job, net: str) -> Job:
     """The 2-D map of penultimate features of ``net`` (trained by job ``model``): test images and every set."""
     images = {name: value.cpu() for name, value in inputs.analysis.items()}
+    projection = inputs.profile.analysis.feature_projection
     key = {"model": model.key, "net": net, "sets": {name: fingerprint(value) for name, value in images.items()},
-           "test_images": FEATURE_TEST_IMAGES}
-    return Job(FEATURES_KIND, key, partial(_feature_map, net, images), (inputs.dataset,), model.gpus, needs=(model,))
+           "test_images": FEATURE_TEST_IMAGES, "projection": projection}
+    return Job(FEATURES_KIND, key, partial(_feature_map, net, images, projection), (inputs.dataset,), model.gpus, needs=(model,))
 
 
 def _all(inputs: BookInputs) -> tuple[dict[str, list[Job]], dict[str, Job], Job]:

@@ -4,6 +4,7 @@ and leaving out the one yellow circle of a shapes training set hurts yellow test
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 
 import pytest
@@ -30,6 +31,7 @@ from ddnb.analysis.influence import (
 from ddnb.data.dataset import InputTransform
 from ddnb.data.shapes import COLOUR_NAMES, SHAPE_CLASSES, generate_shapes
 from ddnb.distill.result import Distilled
+from ddnb.store import fingerprint
 from ddnb.errors import DdnbError
 from ddnb.nets import build_net
 from ddnb.params import flatten, unflatten
@@ -274,7 +276,11 @@ def test_distilled_influence_is_loo_from_the_shared_initialisation_and_says_what
     expected = loo_influence(build_net("convnet-tiny", 0, image_size=16), x, y, tx, ty, protocol)
     torch.testing.assert_close(first.matrix, expected.matrix)
     assert first.config == distilled_influence_config(distilled, tx, "convnet-tiny", 0, protocol)
-    assert first.config["net"] == "convnet-tiny" and first.config["distilled"] == distilled.config
+    assert first.config["net"] == "convnet-tiny" and first.config["labels_sha256"] == fingerprint(y)
+    imported = dataclasses.replace(distilled, config={"method": "import", "source": "0.pt"})  # the same tensors
+    assert distilled_influence_config(imported, tx, "convnet-tiny", 0, protocol) == first.config
+    other = dataclasses.replace(distilled, labels=y.flip(0))
+    assert distilled_influence_config(other, tx, "convnet-tiny", 0, protocol) != first.config
 
 
 def test_estimate_agreement_scores_the_cheap_estimates_at_the_network_trained_on_all_images(tiny_problem):

@@ -1,11 +1,12 @@
 import dataclasses
+import sys
 
 import pytest
 import torch
 from safetensors import safe_open
 
-from ddnb.analysis.substitution import (evaluate_set, feature_map, in_analysis_space, mixing, pixel_histograms, real_trained_model,
-                                        recognition_by_real_models)
+from ddnb.analysis.substitution import (PROJECTIONS, evaluate_set, feature_map, in_analysis_space, mixing, pixel_histograms, project,
+                                        real_trained_model, recognition_by_real_models)
 from ddnb.data import DataConfig, load_dataset
 from ddnb.distill import Distilled, distill
 from ddnb.errors import DdnbError
@@ -90,11 +91,30 @@ def test_real_models_are_repeatable_and_score_sets_under_their_own_names(shapes_
     assert set(scores["tiny"]) == {"test", "shifted"} and scores["tiny"]["test"] > scores["tiny"]["shifted"]
 
 
-def test_feature_map_places_every_set_in_one_2d_space(shapes_small):
+@pytest.mark.parametrize("projection", PROJECTIONS)
+def test_feature_map_places_every_set_in_one_2d_space(shapes_small, projection):
     from ddnb.nets import build_net
 
     sets = {"test": shapes_small.test.images[:60], "distilled": shapes_small.train.images[:10]}
-    first = feature_map(build_net("convnet-tiny", 0), sets)
+    first = feature_map(build_net("convnet-tiny", 0), sets, projection)
     assert first.points["test"].shape == (60, 2) and first.points["distilled"].shape == (10, 2)
-    assert first.method in ("umap", "pca")
-    assert torch.equal(feature_map(build_net("convnet-tiny", 0), sets).points["test"], first.points["test"])
+    assert first.method == projection
+    assert torch.equal(feature_map(build_net("convnet-tiny", 0), sets, projection).points["test"], first.points["test"])
+
+
+@pytest.mark.parametrize("projection", PROJECTIONS)
+def test_projection_keeps_clusters_apart(projection):
+    generator = torch.Generator().manual_seed(0)
+    centres = 10 * torch.randn(4, 64, generator=generator)
+    labels = torch.arange(4).repeat_interleave(50)
+    points = project(centres[labels] + torch.randn(200, 64, generator=generator), projection, seed=0)
+    distances = torch.cdist(points, points).fill_diagonal_(float("inf"))
+    assert (labels[distances.argmin(1)] == labels).float().mean() > 0.95  # each point's nearest neighbour is of its cluster
+
+
+def test_projection_errors_are_clear(monkeypatch):
+    with pytest.raises(DdnbError, match="unknown projection 'tsne'"):
+        project(torch.randn(10, 4), "tsne")
+    monkeypatch.setitem(sys.modules, "umap", None)  # as if umap-learn were not installed
+    with pytest.raises(DdnbError, match="umap-learn"):
+        project(torch.randn(10, 4), "umap")
