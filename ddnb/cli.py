@@ -80,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     from ddnb.distill import METHODS
     from ddnb.nets import NET_NAMES
     from ddnb.profiles import PROFILES
+    from ddnb.precision import PRECISIONS
     from ddnb.train import PROTOCOLS
 
     parser = _Parser(prog="ddnb", description="Dataset distillation, analysed: the executable edition of "
@@ -111,6 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--profile", default=None, choices=list(PROFILES),
                           help="evaluate as this profile's book does: its data (unless --data) and network")
     evaluate.add_argument("--json", action="store_true", help='print {"mean", "std", "accs"} as JSON')
+    evaluate.add_argument("--precision", default="fp32", choices=PRECISIONS,
+                          help="fp32, tf32 (CUDA matrix units) or bf16 autocast for the trainings (ddnb.precision)")
     _add_common(evaluate, data_required=False)
 
     experts = commands.add_parser("experts", help="train expert trajectories for trajectory matching (resumable)")
@@ -286,7 +289,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     dataset = _load_data(args, profile.data if profile else None, zca=zca)
     _check_fits(distilled, dataset, args.path)
     net = args.net or (profile.evaluation.net if profile else "convnet")
-    config = EvalConfig(args.protocol, net, tuple(range(args.seeds)))
+    config = EvalConfig(args.protocol, net, tuple(range(args.seeds)), precision=args.precision)
     accuracies = evaluate_set(distilled.images, distilled.labels, dataset, config).accuracies  # the book's evaluator
     mean, std = float(accuracies.mean()), float(accuracies.std()) if args.seeds > 1 else 0.0
     if args.json:

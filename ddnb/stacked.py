@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from ddnb import augment
 from ddnb.errors import DdnbError
 from ddnb.nets import build_net
+from ddnb.precision import precision
 from ddnb.train import EvalConfig, Protocol, batches, get_protocol, train
 
 
@@ -239,6 +240,7 @@ def evaluate_seeds(images: torch.Tensor, labels: torch.Tensor, test: tuple[torch
     channels, size = images.shape[1], images.shape[-1]
     stacked = stack([build_net(config.net, seed, channels, size, num_classes, device=images.device) for seed in config.seeds])
     protocol = get_protocol(config.protocol, lr=config.lr, steps=config.steps)
-    train_stacked(stacked, images, labels, protocol, list(config.seeds), subsets=subsets)
-    predictions = logits(stacked, test[0]).argmax(-1)
+    with precision(config.precision, images.device):
+        train_stacked(stacked, images, labels, protocol, list(config.seeds), subsets=subsets)
+        predictions = logits(stacked, test[0]).argmax(-1)
     return StackedEvaluation(predictions.cpu(), (predictions == test[1]).float().mean(1).cpu())

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Callable, Iterator, Sequence
 
 import torch
@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from ddnb import augment
 from ddnb.nets import build_net
 from ddnb.errors import DdnbError
+from ddnb.precision import check_precision, precision
 
 
 @dataclass(frozen=True)
@@ -216,6 +217,16 @@ class EvalConfig:
     seeds: tuple[int, ...] = field(default=(0, 1, 2), metadata={"help": "one network init and batch order per seed"})
     lr: float | None = field(default=None, metadata={"help": "override the protocol's learning rate"})
     steps: int | None = field(default=None, metadata={"help": "override the protocol's length in iterations"})
+    precision: str = field(default="fp32", metadata={"help": "fp32, tf32 or bf16 autocast (ddnb.precision)"})
+
+    def __post_init__(self) -> None:
+        check_precision(self.precision)
+
+    def key(self) -> dict:
+        """Every field, as results scored this way are keyed (``precision`` only when not fp32, so that keys made
+        before it existed still match)."""
+        fields = asdict(self)
+        return fields if self.precision != "fp32" else {k: v for k, v in fields.items() if k != "precision"}
 
 
 @dataclass
@@ -250,6 +261,7 @@ def run(
     accs = []
     for seed in tqdm(config.seeds, desc=f"evaluate ({protocol.name})", disable=not progress):
         net = build_net(config.net, seed, channels, size, num_classes, device=images.device)
-        train(net, images, labels, protocol, seed, progress=progress)
-        accs.append(evaluate(net, *test).accuracy)
+        with precision(config.precision, images.device):
+            train(net, images, labels, protocol, seed, progress=progress)
+            accs.append(evaluate(net, *test).accuracy)
     return Summary(accs)

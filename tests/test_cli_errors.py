@@ -181,6 +181,7 @@ CASES = [
     ("evaluate {truncated_set} --data shapes", ["{truncated_set}", "checksum"]),
     ("evaluate {bad_sidecar} --data shapes", ["bad_sidecar.json", "not a readable JSON sidecar"]),
     ("evaluate {no_sidecar} --data shapes", ["{no_sidecar}", "no sidecar"]),
+    ("evaluate {shapes_set} --data shapes --precision fp16", ["argument --precision", "fp32", "bf16"]),
     ("evaluate {folder_set} --data shapes", ["{folder_set}", "is a folder"]),
     ("evaluate {empty_pt} --data shapes", ["no artifact at {empty_pt}.safetensors"]),
     ("evaluate {shapes_set} " + D, ["--data", "classes circle", "airplane", "the data set it was made on"]),

@@ -16,7 +16,8 @@ import torch
 HOLDS, PARTLY, FAILS = "holds", "partly", "does not hold"
 RULE = ("A finding **holds** when our effect has the paper's sign and its interval (mean ± 2 standard errors) "
         "excludes zero; **partly** when it has the paper's sign but the interval includes zero (or there is a "
-        "single measurement, whose error is unknown); it **does not hold** when it has the opposite sign.")
+        "single measurement, whose error is unknown); it **does not hold** when it has the opposite sign, or is an exact "
+        "zero (a count of nothing, with no error).")
 
 
 @dataclass
@@ -46,7 +47,7 @@ class Finding:
 def verdict(effect: float, stderr: float, sign: int) -> str:
     """``RULE`` applied to an effect (any unit) with its standard error, for a claim that it has ``sign`` (+1 or -1)."""
     if math.isnan(effect) or effect * sign <= 0:
-        return FAILS if effect * sign < 0 else PARTLY
+        return FAILS if effect * sign < 0 or (effect == 0 and stderr == 0) else PARTLY
     if math.isnan(stderr) or effect * sign - 2 * stderr <= 0:
         return PARTLY
     return HOLDS

@@ -143,7 +143,7 @@ def set_key(images: torch.Tensor, labels: torch.Tensor, dataset: Dataset, config
     """The key of a result made from a set: its fingerprints, the data and the evaluation settings."""
     whitening = dataset.transform.zca_fingerprint()  # a whitened test split is another test (absent: the plain one)
     return {"images": fingerprint(images), "labels": fingerprint(labels), "data": dataset.source,
-            "evaluation": dataclasses.asdict(config)} | ({"zca": whitening} if whitening else {})
+            "evaluation": config.key()} | ({"zca": whitening} if whitening else {})
 
 
 def _evaluate(images: torch.Tensor, labels: torch.Tensor, config: EvalConfig, dataset: Dataset):

@@ -16,7 +16,8 @@ from ddnb.analysis.findings import (FAILS, HOLDS, PARTLY, difference, finding, m
     (0.05, 0.01, -1, FAILS),      # the opposite sign
     (0.05, 0.04, -1, FAILS),      # the opposite sign, even when its interval includes zero
     (0.2, 0.0, 1, HOLDS),         # an exact count
-    (0.0, 0.0, 1, PARTLY),        # no effect at all
+    (0.0, 0.0, 1, FAILS),         # an exact count of nothing
+    (0.0, 0.02, 1, PARTLY),       # no effect measured, within its error
 ])
 def test_the_rule(effect, stderr, sign, expected):
     assert verdict(effect, stderr, sign) == expected
