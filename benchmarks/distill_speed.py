@@ -2,6 +2,7 @@
 
     python benchmarks/distill_speed.py --device cpu --out benchmarks/results/distill-speed-cpu.json
     python benchmarks/distill_speed.py --device cuda --out benchmarks/results/distill-speed-cuda.json   (< 8 min)
+    DDNB_KEEP_FREED_MEMORY=0 python benchmarks/distill_speed.py --device cpu --memory --out benchmarks/results/memory-bounds-cpu.json
 
 For each method at IPC 10 with the default ConvNet (32x32x3, 10 classes) it reports the median seconds
 per step, the FLOPs of one step (counted by ``torch.utils.flop_counter``), the achieved FLOP/s, and that
@@ -10,16 +11,25 @@ the same process. Peak memory is ``torch.cuda.max_memory_allocated`` on a GPU an
 resident set of the whole process during one step (sampled every 5 ms; it includes the data set and
 PyTorch itself, about 1 GB here, so compare methods by their differences). Options are reduced on the CPU (fewer loops per step) so that a
 step takes seconds; FLOPs and throughput are per step of the options shown.
+
+``--memory`` compares each method's memory bound instead, each variant in a fresh process, one after another: DM and GM with all classes'
+real images in one pass against the default 256 images a pass (at the published 256 per class), MTT and BPTT with
+and without recomputing the unrolled steps. It reports seconds per step and the step's own peak: on the CPU the
+largest resident set during the step less the one before it, which needs glibc to hand freed memory back
+(``DDNB_KEEP_FREED_MEMORY=0``, checked).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
+import os
 import statistics
 import tempfile
 import threading
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import psutil
@@ -42,6 +52,12 @@ CPU_OPTIONS = {
     "bptt": {"window": 10, "unroll": 20, "real_batch": 500},
 }
 GPU_OPTIONS = {"dm": {}, "gm": {}, "mtt": SMALL_EXPERTS, "bptt": {}}  # published settings; experts kept small to stay in time
+# --memory: (method, options on top of the device's, [variant options]); the bound's default comes last
+CPU_MEMORY = [("dm", {"real_per_class": 256}, [{"classes_per_pass": 10}, {}]),
+              ("gm", {"real_per_class": 256, "outer_loop": 1}, [{"classes_per_pass": 10}, {}]),
+              ("mtt", {"syn_steps": 20}, [{"recompute": False}, {"recompute": True}]),
+              ("bptt", {"window": 20, "unroll": 20}, [{"recompute": False}, {"recompute": True}])]
+GPU_MEMORY = [(method, {}, variants) for method, _, variants in CPU_MEMORY]
 
 
 def _sync(device: torch.device) -> None:
@@ -103,8 +119,9 @@ def training_reference(device: torch.device, repeats: int) -> dict:
     return {"flops": flops, "seconds": seconds, "flops_per_second": flops / seconds}
 
 
-def method_step(name: str, options: dict, dataset, device: torch.device, repeats: int, store: Store) -> dict:
-    """Median seconds, FLOPs and peak memory of one step of ``name`` at IPC 10."""
+def method_step(name: str, options: dict, dataset, device: torch.device, repeats: int, store: Store, count_flops: bool = True) -> dict:
+    """Median seconds, FLOPs and peak memory of one step of ``name`` at IPC 10 (``step_memory_bytes``: the step's own,
+    above what was allocated before it)."""
     generator = torch.Generator().manual_seed(0)
     method, synthetic, settings = setup(name, dataset, 10, generator, store=store, **options)
     real = RealSampler(dataset)
@@ -113,11 +130,39 @@ def method_step(name: str, options: dict, dataset, device: torch.device, repeats
     step()  # warm-up (allocations, kernel selection)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    flops = _flops(step)
+    before = torch.cuda.memory_allocated() if device.type == "cuda" else psutil.Process().memory_info().rss
+    flops = _flops(step) if count_flops else 0
     seconds = statistics.median(_timed(step, device, repeats))
     peak = torch.cuda.max_memory_allocated() if device.type == "cuda" else _peak_cpu_memory(step)
     return {"options": settings.__dict__, "seconds": seconds, "flops": flops, "flops_per_second": flops / seconds,
-            "peak_memory_bytes": peak}
+            "peak_memory_bytes": peak, "step_memory_bytes": peak - before}
+
+
+def _variant(name: str, options: dict, device: str, repeats: int, store_root: str) -> dict:
+    """``method_step`` in a fresh process: its resident set starts from nothing else's leftovers."""
+    device = torch.device(device)
+    dataset = load_dataset(DataConfig("shapes", train_per_class=300, test_size=100), device=device)
+    return method_step(name, options, dataset, device, repeats, Store(store_root), count_flops=False)
+
+
+def memory_bounds(device: torch.device, repeats: int, store: Store) -> dict:
+    """Seconds and step memory of each method with and without its memory bound (``--memory``), each variant in a
+    process of its own, one after another."""
+    if device.type == "cpu" and os.environ.get("DDNB_KEEP_FREED_MEMORY") != "0":
+        raise SystemExit("--memory on the CPU needs DDNB_KEEP_FREED_MEMORY=0 (freed memory must leave the resident set)")
+    base = CPU_OPTIONS if device.type == "cpu" else GPU_OPTIONS
+    report = {}
+    for name, options, variants in (CPU_MEMORY if device.type == "cpu" else GPU_MEMORY):
+        rows = []
+        for variant in variants:
+            with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+                rows.append(pool.submit(_variant, name, {**base[name], **options, **variant}, str(device), repeats, str(store.root)).result())
+        report[name] = {"variants": [{"options": variant, "seconds": row["seconds"], "step_memory_bytes": row["step_memory_bytes"],
+                                      "peak_memory_bytes": row["peak_memory_bytes"]} for variant, row in zip(variants, rows)],
+                        "time_ratio": rows[-1]["seconds"] / rows[0]["seconds"],
+                        "memory_ratio": rows[-1]["step_memory_bytes"] / rows[0]["step_memory_bytes"]}
+        print(name, json.dumps(report[name]))
+    return report
 
 
 def main() -> None:
@@ -125,6 +170,7 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--methods", nargs="*", default=list(OPTIMISED))
+    parser.add_argument("--memory", action="store_true", help="compare each method's memory bound on and off instead")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     device = resolve_device(args.device)
@@ -134,6 +180,9 @@ def main() -> None:
               "torch": torch.__version__, "training_step": reference, "methods": {}}
     presets = GPU_OPTIONS if device.type == "cuda" else CPU_OPTIONS
     store = Store(tempfile.mkdtemp(prefix="ddnb-bench-"))  # experts for MTT, thrown away afterwards
+    if args.memory:
+        report["memory"] = memory_bounds(device, args.repeats, store)
+        args.methods = []
     for name in args.methods:
         result = method_step(name, presets.get(name, {}), dataset, device, args.repeats, store)
         result["fraction_of_training_throughput"] = result["flops_per_second"] / reference["flops_per_second"]

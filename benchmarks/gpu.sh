@@ -4,13 +4,15 @@
 #     bash benchmarks/gpu.sh            # on the GPU machine: results in $OUT when set (the device tool's folder), else benchmarks/results
 #     DRY=1 bash benchmarks/gpu.sh      # here, on the CPU, with tiny settings: do the scripts run? (results in /tmp/gpu-dry)
 #
-# At most 8 minutes wall in all (GPU_BUDGET seconds, default 470, for the steps; each step also has its own
-# limit, cut to what is left) and 5 files: one log (gpu.log, every step's output and how it ended)
+# At most 9 minutes wall in all (GPU_BUDGET seconds, default 520, for the steps; each step also has its own
+# limit, cut to what is left) and 6 files: one log (gpu.log, every step's output and how it ended)
 # and one JSON per benchmark. In order of worth:
 #   step-profile-cuda.json     benchmarks/step_profile.py: where a ConvNet-128 step's time goes, instance-norm candidates (150 s)
 #   curvature-speed-cuda.json  benchmarks/curvature_speed.py at the documented GPU settings (90 s)
 #   distill-speed-cuda.json    benchmarks/distill_speed.py: one step of each distiller at its published settings (150 s)
 #   influence-speed-cuda.json  benchmarks/influence_speed.py, ConvNet, the 101 models x 40 steps (60 s)
+#   memory-bounds-cuda.json    benchmarks/distill_speed.py --memory: each method with and without its memory bound (100 s;
+#                              the CPU measures it with DDNB_KEEP_FREED_MEMORY=0, too slow for DRY=1)
 #   the GPU unit tests: every tests/*.py that mentions cuda, -k cuda (30 s)
 # A script stopped at its limit keeps what it wrote (the scripts write their JSON as they go, except
 # distill_speed and influence_speed, which write at the end). Needs PyTorch with CUDA and ddnb's other imports
@@ -20,7 +22,7 @@ set -uo pipefail
 dry=${DRY:-0}
 if [ "$dry" = 1 ]; then dev=cpu; out=${OUT:-/tmp/gpu-dry}; else dev=cuda; out=${OUT:-benchmarks/results}; fi
 python=${PYTHON:-python3}
-budget=${GPU_BUDGET:-$([ "$dry" = 1 ] && echo 1500 || echo 470)}
+budget=${GPU_BUDGET:-$([ "$dry" = 1 ] && echo 1500 || echo 520)}
 mkdir -p "$out"
 log="$out/gpu.log"
 : > "$log"
@@ -63,8 +65,9 @@ else
         --sample-size 128 --out "$out/curvature-speed-$dev.json"
     step 150 distill-speed $python benchmarks/distill_speed.py --device cuda --out "$out/distill-speed-$dev.json"
     step 60 influence-speed $python benchmarks/influence_speed.py --device cuda --nets convnet --steps 40 --out "$out/influence-speed-$dev.json"
+    step 100 memory-bounds $python benchmarks/distill_speed.py --device cuda --memory --repeats 2 --out "$out/memory-bounds-$dev.json"
 fi
-tests=$(grep -l cuda tests/test_*.py | tr '\n' ' ')
+tests=$(grep -rl cuda tests --include='test_*.py' | sort | tr '\n' ' ')
 # shellcheck disable=SC2086
 step 30 gpu-tests $python -m pytest -q -p no:cacheprovider $tests -k cuda -rs
 rm -f "$out"/*.tmp

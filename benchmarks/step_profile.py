@@ -11,7 +11,7 @@ backward, update) on a fixed batch of 256 random 32x32x3 images, as ``distill_sp
    cuDNN and matmul), ``tf32`` (TF32 on for both) and ``bf16`` (autocast to bfloat16, TF32 on). For each, the
    ``--top`` operators and kernels by self device time (self CPU time on the CPU), per step and as a share of the
    profiled step's total, and the step's wall time from CUDA events.
-2. ``candidates``: formulations of the instance normalisation, each timed in the same process (per-step CUDA
+2. ``candidates``: formulations of the instance normalisation (and of the pooling: ``pool_mean``), each timed in the same process (per-step CUDA
    events, median of ``--repeats`` steps after ``--warmup``; wall clock on the CPU): today's ``GroupNorm(C, C)``,
    ``F.instance_norm``, a manual ``var_mean`` over (2, 3) with the affine, channels_last variants, cuDNN's
    autotuner (``cudnn.benchmark``), and ``torch.compile`` of the network (forward and backward; modes ``default``,
@@ -69,15 +69,25 @@ class InstanceNorm(nn.Module):
         return ((xf - mean) * scale + self.bias.view(1, -1, 1, 1)).to(x.dtype)
 
 
-def with_norm(net: nn.Module, how: str) -> nn.Module:
-    """A deep copy of ``net`` with every ``GroupNorm(C, C)`` replaced by ``InstanceNorm(how)`` (same weights)."""
+class MeanPool(nn.Module):
+    """2x2 average pooling as a mean over a reshaped view: its backward is a broadcast, not ``avg_pool2d_backward``
+    (a quarter of an H200 step's kernel time in tf32 and bf16)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        return x.view(n, c, h // 2, 2, w // 2, 2).mean(dim=(3, 5))
+
+
+def with_norm(net: nn.Module, how: str, pool: str = "avg_pool2d") -> nn.Module:
+    """A deep copy of ``net`` with every ``GroupNorm(C, C)`` replaced by ``InstanceNorm(how)`` (same weights), and
+    with ``pool="mean"`` every ``AvgPool2d(2)`` by ``MeanPool``."""
     net = copy.deepcopy(net)
-    if how == "groupnorm":
-        return net
     for name, module in list(net.body.named_children()):
-        if isinstance(module, nn.GroupNorm):
+        if isinstance(module, nn.GroupNorm) and how != "groupnorm":
             assert module.num_groups == module.num_channels
             net.body._modules[name] = InstanceNorm(module, how)
+        if isinstance(module, nn.AvgPool2d) and pool == "mean":
+            net.body._modules[name] = MeanPool()
     return net
 
 
@@ -210,6 +220,7 @@ def candidate_list(device: torch.device, compile_too: bool) -> list[dict]:
     eager += [dict(norm="groupnorm", precision=p, benchmark=True) for p in ("fp32", "tf32", "bf16")]
     eager += [dict(norm=n, precision=p) for n in ("instance_norm", "manual") for p in PRECISIONS]
     eager += [dict(norm=n, precision=p, channels_last=True) for n in ("groupnorm", "instance_norm", "manual") for p in ("tf32", "bf16")]
+    eager += [dict(norm=n, precision=p, pool="mean") for n in ("groupnorm", "manual") for p in PRECISIONS]
     compiled = []
     if compile_too:
         compiled = [dict(norm="groupnorm", precision="bf16", compile="default", allowance=30),
@@ -222,7 +233,7 @@ def candidate_list(device: torch.device, compile_too: bool) -> list[dict]:
 
 
 def label(c: dict) -> str:
-    parts = [c["norm"], c["precision"]] + (["channels_last"] if c.get("channels_last") else []) \
+    parts = [c["norm"], c["precision"]] + ([f"pool_{c['pool']}"] if c.get("pool") else []) + (["channels_last"] if c.get("channels_last") else []) \
         + (["cudnn_benchmark"] if c.get("benchmark") else []) + ([f"compile_{c['compile']}"] if c.get("compile") else [])
     return "/".join(parts)
 
@@ -236,7 +247,7 @@ def run_candidate(c: dict, net: nn.Module, images, labels, device: torch.device,
     if c.get("compile"):
         torch._dynamo.reset()
     with precision(c["precision"], device, c.get("benchmark", False)):
-        candidate = with_norm(net, c["norm"]).to(memory_format=fmt)
+        candidate = with_norm(net, c["norm"], c.get("pool", "avg_pool2d")).to(memory_format=fmt)
         model = torch.compile(candidate, mode=c["compile"]) if c.get("compile") else candidate
         got = outputs_and_grads(candidate, model, x, labels)  # before any update: today's weights
         result["first_call_seconds"] = time.perf_counter() - start

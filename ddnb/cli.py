@@ -101,6 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     distill.add_argument("--zca", action=argparse.BooleanOptionalAction, default=None,
                          help="ZCA-whiten the data first (default: the profile's; MTT and BPTT use it on CIFAR-10)")
     distill.add_argument("--checkpoint-every", type=whole_number(0), default=50, help="steps between resumable checkpoints (0: none)")
+    distill.add_argument("--precision", default="fp32", choices=PRECISIONS,
+                         help="fp32, tf32 (CUDA matrix units) or bf16 autocast for every step (ddnb.precision)")
     distill.add_argument("--out", required=True, help="where to write the set (.safetensors + .json)")
     _add_common(distill)
 
@@ -268,7 +270,8 @@ def cmd_distill(args: argparse.Namespace) -> None:
             options = {**dataclasses.asdict(settings.options), **options}
             method_options(args.method, options)
     _check_output(args.out)
-    loop = LoopConfig(steps=settings.steps if args.steps is None else args.steps, checkpoint_every=args.checkpoint_every)
+    loop = LoopConfig(steps=settings.steps if args.steps is None else args.steps, checkpoint_every=args.checkpoint_every,
+                      precision=args.precision)
     dataset = _load_data(args, zca=settings.zca if args.zca is None else args.zca)
     _check_ipc(args, dataset)
     result = distill(args.method, dataset, ipc=args.ipc, seed=args.seed, loop=loop, init=args.init, store=store, **options)

@@ -9,7 +9,8 @@ norm, which keeps the rare exploding meta-gradient from undoing many steps of pr
 Inner steps use a differentiable Adam written on explicit parameter tensors (``functional_call``), the
 network is re-initialised in place each step, and memory grows linearly with ``window``: the graph
 keeps one forward pass of the synthetic batch per differentiable step (about 300 MB per step for 100
-CIFAR images with the default ConvNet; RaT-BPTT's window of 60 needs ~18 GB, a GPU job).
+CIFAR images with the default ConvNet; RaT-BPTT's window of 60 needs ~18 GB, a GPU job); ``recompute`` keeps one
+step's instead (``unroll``).
 
 Published CIFAR-10 IPC 10 settings (the RaT-BPTT README): ConvNet, ZCA, inner Adam lr 0.001, outer Adam
 lr 0.001 on images, window 60, unroll 200, real batch 5,000, all synthetic images per inner step,
@@ -28,6 +29,7 @@ from torch.utils._pytree import tree_map
 
 from ddnb import augment
 from ddnb.distill.loop import Preset, RealSampler, Synthetic, network_like
+from ddnb.distill.unroll import choose_recompute, unrolled_step
 from ddnb.errors import DdnbError, check_fields
 from ddnb.nets import NET_NAMES, reinitialise
 
@@ -50,6 +52,9 @@ class BPTTOptions:
     clip_momentum: float = field(default=0.9, metadata={"help": "decay of the running mean of the gradient norm", "max": 1})
     augment: bool = field(default=True, metadata={"help": "per-image flip + rotate on synthetic and real batches"})
     net: str = field(default="convnet", metadata={"help": "inner network", "choices": NET_NAMES})
+    recompute: bool | None = field(default=None, metadata={
+        "help": "rerun each window step in the backward pass instead of keeping its graph (None: when memory is short)",
+        "runtime": True})
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -120,13 +125,24 @@ class TruncatedBPTT:
     def __init__(self, options: BPTTOptions, dataset=None, store=None):
         self.options = options  # dataset and store are unused: this method needs neither experts nor caches
         self.net: nn.Module | None = None
+        self.recompute = False
 
     def prepare(self, synthetic: Synthetic, real: RealSampler, generator: torch.Generator) -> None:
         self.net = network_like(synthetic, real, self.options.net)
         synthetic.state.setdefault("grad_norm_mean", torch.zeros((), device=synthetic.images.device))
+        self.recompute = choose_recompute(self.options.recompute, self.options.window, self.net, synthetic.images.detach())
 
     def _augment(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         return augment.augment(images, generator, AUGMENTATION, shared=False) if self.options.augment else images
+
+    def _inner_step(self, params: dict, moments: dict, images: torch.Tensor, labels: torch.Tensor, step: int,
+                    draw: augment.DSAParams | None, differentiable: bool) -> tuple[dict, dict]:
+        x = augment.apply(images, draw) if draw is not None else images
+        loss = F.cross_entropy(functional_call(self.net, params, (x,)), labels)
+        grads = torch.autograd.grad(loss, list(params.values()), create_graph=differentiable)
+        if self.options.inner_optimizer == "adam":
+            return adam_step(params, grads, moments, step, self.options.inner_lr)
+        return sgd_step(params, grads, moments, self.options.inner_lr, self.options.inner_momentum)
 
     def _inner(self, synthetic: Synthetic, generator: torch.Generator) -> dict[str, torch.Tensor]:
         """Train the fresh network on the synthetic set; only the last ``window`` steps keep a graph."""
@@ -140,12 +156,10 @@ class TruncatedBPTT:
                 params = {k: v.detach().requires_grad_(True) for k, v in params.items()}
                 moments = tree_map(torch.Tensor.detach, moments)
             images = synthetic.images if differentiable else synthetic.images.detach()
-            loss = F.cross_entropy(functional_call(self.net, params, (self._augment(images, generator),)), synthetic.labels)
-            grads = torch.autograd.grad(loss, list(params.values()), create_graph=differentiable)
-            if options.inner_optimizer == "adam":
-                params, moments = adam_step(params, grads, moments, step, options.inner_lr)
-            else:
-                params, moments = sgd_step(params, grads, moments, options.inner_lr, options.inner_momentum)
+            # drawn outside the step: a step recomputed in the backward pass must see the same augmentation
+            draw = augment.draw_params(AUGMENTATION, len(images), generator, shared=False, device=images.device) if options.augment else None
+            inputs = (params, moments, images, synthetic.labels, step, draw, differentiable)
+            params, moments = unrolled_step(self._inner_step, self.recompute and differentiable, *inputs)
         return params
 
     def _clip(self, synthetic: Synthetic) -> None:

@@ -3,8 +3,9 @@
 Each step draws a fresh randomly initialised network (kept frozen), embeds a batch of real images of
 every class and the synthetic images, and moves the synthetic images so that each class's mean
 embedding matches the real one: ``sum_c || mean f(A(real_c)) - mean f(A(syn_c)) ||^2``, with one DSA
-draw ``A`` shared by both sides. All classes go through the network in one batched pass (the
-reference loops over the ten classes), and the network is re-initialised in place rather than rebuilt.
+draw ``A`` shared by both sides. The real images of several classes go through the network in one pass
+(256 images, as the reference's one class, bounding memory alike; the synthetic set in one), and the network is
+re-initialised in place rather than rebuilt.
 
 Published CIFAR-10 settings (DM paper, Sec. 4.1, and the authors' ``main_DM.py``): ConvNet, images
 initialised from real ones, SGD on images with lr 1.0 and momentum 0.5, 256 real images per class per
@@ -19,7 +20,7 @@ import torch
 from torch import nn
 
 from ddnb import augment
-from ddnb.distill.loop import Preset, RealSampler, Synthetic, network_like
+from ddnb.distill.loop import Preset, RealSampler, Synthetic, classes_per_pass, network_like
 from ddnb.errors import check_fields
 from ddnb.nets import NET_NAMES, reinitialise
 
@@ -32,6 +33,9 @@ class DMOptions:
     lr_images: float = field(default=1.0, metadata={"help": "SGD learning rate of the synthetic images"})
     net: str = field(default="convnet", metadata={"help": "embedding network (fresh random init each step)", "choices": NET_NAMES})
     dsa: bool = field(default=True, metadata={"help": "apply one shared DSA draw to real and synthetic images"})
+    classes_per_pass: int | None = field(default=None, metadata={
+        "help": "classes whose real images are embedded at once (None: 256 images a pass, the reference's peak memory)",
+        "runtime": True})
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -70,8 +74,10 @@ class DistributionMatching:
             draw = augment.draw_params(augment.DSAConfig(), 1, generator, shared=True, device=images.device)
             real_images, images = augment.apply(real_images, draw), augment.apply(images, draw)
         classes = real.num_classes
+        chunk = classes_per_pass(classes, self.options.real_per_class, self.options.classes_per_pass) * self.options.real_per_class
         with torch.no_grad():
-            real_mean = self.net.features(real_images).view(classes, self.options.real_per_class, -1).mean(1)  # [C, D]
+            real_features = torch.cat([self.net.features(part) for part in real_images.split(chunk)])
+            real_mean = real_features.view(classes, self.options.real_per_class, -1).mean(1)  # [C, D]
         syn_mean = self.net.features(images).view(classes, -1, real_mean.shape[-1]).mean(1)  # [C, D]
         loss = (real_mean - syn_mean).pow(2).sum()
         synthetic.zero_grad()

@@ -9,6 +9,7 @@ exactly the tensors of an uninterrupted run.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -23,9 +24,25 @@ from ddnb.data.sampling import indices_by_class
 from ddnb.distill.result import Distilled
 from ddnb.errors import DdnbError, check_fields
 from ddnb.nets import build_net
+from ddnb.precision import PRECISIONS, precision
 from ddnb.store import Store
 
 CHECKPOINT_KIND = "checkpoint"
+# real images through the network at once in DM's and GM's per-class passes: the references' one-class batch at the
+# published settings (256), so that their peak memory bounds ours
+REAL_IMAGES_PER_PASS = 256
+
+
+def result_options(options: Any) -> dict[str, Any]:
+    """A method's options dataclass as a dict without its runtime fields (metadata ``runtime``): those split the work
+    to bound memory and leave the result unchanged (tested), so they stay out of store keys and checkpoints."""
+    return {f.name: getattr(options, f.name) for f in dataclasses.fields(options) if not f.metadata.get("runtime")}
+
+
+def classes_per_pass(classes: int, per_class: int, chosen: int | None) -> int:
+    """How many classes' real images (``per_class`` each) go through the network in one pass: ``chosen``, else as many
+    as fit ``REAL_IMAGES_PER_PASS`` images; at least one, at most ``classes``."""
+    return min(classes, chosen or max(1, REAL_IMAGES_PER_PASS // per_class))
 
 
 @dataclass
@@ -96,6 +113,8 @@ class LoopConfig:
     checkpoint_every: int = field(default=50, metadata={"help": "save a resumable checkpoint every N steps (0: never)", "min": 0})
     explode_factor: float = field(default=1e6, metadata={"help": "stop when a loss exceeds this many times the first loss"})
     progress: bool = field(default=True, metadata={"help": "show a progress bar"})
+    precision: str = field(default="fp32", metadata={"help": "fp32, tf32 or bf16 autocast for every step (ddnb.precision)",
+                                                     "choices": PRECISIONS})
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -195,7 +214,8 @@ def run_loop(
     bar = tqdm(range(len(losses), config.steps), desc=run_config.get("method", "distill"), disable=not config.progress,
                initial=len(losses), total=config.steps)
     for step in bar:
-        loss = method.step(synthetic, real, generator)
+        with precision(config.precision, synthetic.images.device):
+            loss = method.step(synthetic, real, generator)
         _check_loss(loss, losses, step, config)
         losses.append(loss)
         bar.set_postfix(loss=f"{loss:.4g}")

@@ -9,7 +9,7 @@ images with a learnable step size, and matches the expert ``expert_epochs`` snap
 The student's parameters stay a dict of tensors used through ``functional_call``: nothing is
 flattened and unflattened at each unrolled step. Memory grows linearly with ``syn_steps``: the graph
 keeps one forward pass of ``batch_syn`` images per unrolled step (about 300 MB per step for 100
-CIFAR images with the default ConvNet).
+CIFAR images with the default ConvNet); ``recompute`` keeps one step's instead (``unroll``).
 
 Published CIFAR-10 settings (the MTT README table): ConvNet, ZCA, lr_teacher (initial step size) 0.01,
 learned-lr SGD lr 1e-5 (1e-7 at IPC 1), image SGD momentum 0.5, 5,000 steps, all synthetic images per
@@ -29,6 +29,7 @@ from torch.func import functional_call
 from ddnb import augment
 from ddnb.distill.experts import ExpertConfig, Trajectory, expert_trajectories
 from ddnb.distill.loop import Preset, RealSampler, Synthetic, network_like
+from ddnb.distill.unroll import choose_recompute, unrolled_step
 from ddnb.errors import DdnbError, check_fields
 from ddnb.nets import NET_NAMES
 from ddnb.store import Store
@@ -50,6 +51,9 @@ class MTTOptions:
     expert_snapshot_iterations: int | None = field(default=None, metadata={"help": "iterations between expert snapshots (None: an epoch)"})
     dsa: bool = field(default=True, metadata={"help": "per-image DSA on the student's batches"})
     net: str = field(default="convnet", metadata={"help": "student and expert network", "choices": NET_NAMES})
+    recompute: bool | None = field(default=None, metadata={
+        "help": "rerun each student step in the backward pass instead of keeping its graph (None: when memory is short)",
+        "runtime": True})
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -99,6 +103,7 @@ class TrajectoryMatching:
         self.options, self.dataset, self.store = options, dataset, store
         self.net: nn.Module | None = None
         self.experts: list[Trajectory] = []
+        self.recompute = False
 
     def prepare(self, synthetic: Synthetic, real: RealSampler, generator: torch.Generator) -> None:
         options = self.options
@@ -108,6 +113,15 @@ class TrajectoryMatching:
             raise DdnbError(f"experts have {snapshots} snapshots; max_start_epoch {options.max_start_epoch} + expert_epochs "
                             f"{options.expert_epochs} must stay within them")
         self.net = network_like(synthetic, real, options.net)
+        batch = synthetic.images[: options.batch_syn or len(synthetic.images)].detach()
+        self.recompute = choose_recompute(options.recompute, options.syn_steps, self.net, batch)
+
+    def _student_step(self, params: dict[str, torch.Tensor], images: torch.Tensor, labels: torch.Tensor, lr: torch.Tensor,
+                      draw: augment.DSAParams | None) -> dict[str, torch.Tensor]:
+        x = augment.apply(images, draw) if draw is not None else images
+        loss = F.cross_entropy(functional_call(self.net, params, (x,)), labels)
+        grads = torch.autograd.grad(loss, list(params.values()), create_graph=True)
+        return {name: p - lr * g for (name, p), g in zip(params.items(), grads)}
 
     def _student(self, start: dict[str, torch.Tensor], synthetic: Synthetic, generator: torch.Generator) -> dict[str, torch.Tensor]:
         params, images, labels = dict(start), synthetic.images, synthetic.labels
@@ -115,10 +129,9 @@ class TrajectoryMatching:
         order = torch.cat([torch.randperm(len(images), generator=generator) for _ in range(-(-self.options.syn_steps * batch // len(images)))])
         for step in range(self.options.syn_steps):
             index = order[step * batch : (step + 1) * batch].to(images.device)
-            x = augment.augment(images[index], generator, shared=False) if self.options.dsa else images[index]
-            loss = F.cross_entropy(functional_call(self.net, params, (x,)), labels[index])
-            grads = torch.autograd.grad(loss, list(params.values()), create_graph=True)
-            params = {name: p - synthetic.lr * g for (name, p), g in zip(params.items(), grads)}
+            # drawn outside the step: a step recomputed in the backward pass must see the same augmentation
+            draw = augment.draw_params(augment.DSAConfig(), len(index), generator, shared=False, device=images.device) if self.options.dsa else None
+            params = unrolled_step(self._student_step, self.recompute, params, images[index], labels[index], synthetic.lr, draw)
         return params
 
     def step(self, synthetic: Synthetic, real: RealSampler, generator: torch.Generator) -> float:
