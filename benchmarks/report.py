@@ -1,10 +1,13 @@
 """Rewrite the tables of benchmarks/README.md from results/*.json (so no number is typed by hand).
 
-    python benchmarks/report.py
+    python benchmarks/report.py            # rewrite them
+    python benchmarks/report.py --check    # exit 1 naming the tables that differ (tests/test_benchmarks_report.py)
 """
 
 from __future__ import annotations
 
+import argparse
+import importlib.util
 import json
 import re
 from pathlib import Path
@@ -126,6 +129,23 @@ def bptt_search_table(name: str) -> str:
             inner += ", flip + rotate"
         rows.append(f"| {setting} | {inner} | {options['window']} / {options['unroll']} | {options['lr_images']:g} | "
                     f"{r['steps']} | {r['s_per_step']:.2f} | {r['acc']:.3f} |")
+    return "\n".join(rows)
+
+
+def search_table() -> str:
+    """One row per candidate of every finished ``ddnb search`` at cifar10-cpu; the candidate that is now the profile's
+    preset is marked (the ``chosen`` of a record is the preset when the search ran)."""
+    from ddnb.distill import candidates, preset
+
+    rows = ["| method | candidate | steps | validation accuracy (paper300, seeds 0-2) | minutes | the preset now |",
+            "|---|---|---|---|---|---|"]
+    for path in sorted((HERE / "results").glob("search-cifar10-cpu-*.json")):
+        record = json.loads(path.read_text())
+        current = preset(record["method"], record["profile"])
+        for row in record["candidates"]:
+            is_preset = candidates(record["method"], record["profile"]).get(row["name"]) == current
+            rows.append(f"| {record['method']} | {row['name']} | {row['steps']} | {row['mean']:.3f} ± {row['std']:.3f} | "
+                        f"{row['minutes']:.1f} | {'yes' if is_preset else ''} |")
     return "\n".join(rows)
 
 
@@ -299,19 +319,63 @@ def book_costs_table() -> str:
     return "\n".join(rows)
 
 
-def main() -> None:
-    readme = HERE / "README.md"
-    text = readme.read_text()
-    tables = (("foundation", foundation_table()), ("speed", speed_table()), ("influence", influence_table()), ("stacked", stacked_table()),
-              ("cifar10", cifar10_table()), ("memory", memory_table()), ("mixing", mixing_table()), ("semantics", semantics_table()), ("sections", sections_table()),
-              ("book-costs", book_costs_table()),
-              ("curvature", curvature_table()), ("hvp", hvp_table()),
-              ("step-profile", step_profile_table()), ("step-kernels", step_kernels_table()),
-              ("bptt-search-cpu", bptt_search_table("bptt-search-cpu.json")),
-              ("bptt-search-smoke", bptt_search_table("bptt-search-smoke.json")))
-    for marker, table in tables:
+def memory_bounds_table() -> str:
+    """Each method with and without its memory bound (``distill_speed.py --memory``), one fresh process per variant."""
+    report = _load("memory-bounds-cpu.json") or {"memory": {}}
+    settings = {"dm": "256 real/class, ConvNet, IPC 10", "gm": "256 real/class, outer 1, inner 5", "mtt": "20 unrolled steps, 100 images",
+                "bptt": "window 20 of 20, real batch 500"}
+    rows = ["| method | settings | variant | s/step | step memory (GB) | peak RSS (GB) |", "|---|---|---|---|---|---|"]
+    for method, result in report["memory"].items():
+        for variant in result["variants"]:
+            name = ", ".join(f"{k}={v}" for k, v in variant["options"].items()) or "default (256 images a pass: 1 class)"
+            rows.append(f"| {method} | {settings.get(method, '')} | {name} | {variant['seconds']:.2f} | "
+                        f"{variant['step_memory_bytes'] / 1e9:.2f} | {variant['peak_memory_bytes'] / 1e9:.2f} |")
+        rows.append(f"| {method} | | bound / no bound | {result['time_ratio']:.2f}x | {result['memory_ratio']:.2f}x | |")
+    return "\n".join(rows)
+
+
+def paper_cost_table() -> str:
+    """The paper book's predicted GPU time, job by job (``paper_cost.py``)."""
+    spec = importlib.util.spec_from_file_location("paper_cost", HERE / "paper_cost.py")  # the script beside this one
+    paper_cost = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(paper_cost)
+    report = _load("paper-cost-h200.json")
+    return paper_cost.table(report["rows"], report["device"]) if report else ""
+
+
+def tables() -> dict[str, str]:
+    """Every generated table of benchmarks/README.md by its marker, from the recorded results."""
+    return {"foundation": foundation_table(), "speed": speed_table(), "influence": influence_table(), "stacked": stacked_table(),
+            "cifar10": cifar10_table(), "memory": memory_table(), "mixing": mixing_table(), "semantics": semantics_table(),
+            "sections": sections_table(), "book-costs": book_costs_table(), "curvature": curvature_table(), "hvp": hvp_table(),
+            "step-profile": step_profile_table(), "step-kernels": step_kernels_table(),
+            "bptt-search-cpu": bptt_search_table("bptt-search-cpu.json"), "bptt-search-smoke": bptt_search_table("bptt-search-smoke.json"),
+            "search-cifar10-cpu": search_table(), "memory-bounds": memory_bounds_table(), "paper-cost": paper_cost_table()}
+
+
+def render(text: str) -> tuple[str, list[str]]:
+    """``text`` with every ``<!-- marker -->...<!-- /marker -->`` block rewritten from the results, and the markers
+    whose block changed."""
+    changed = []
+    for marker, table in tables().items():
         block = f"<!-- {marker} -->\n{table}\n<!-- /{marker} -->"
-        text = re.sub(rf"<!-- {marker} -->.*?<!-- /{marker} -->", lambda _: block, text, flags=re.S)
+        pattern = re.compile(rf"<!-- {marker} -->.*?<!-- /{marker} -->", flags=re.S)
+        if pattern.search(text) and pattern.search(text).group(0) != block:
+            changed.append(marker)
+        text = pattern.sub(lambda _: block, text)
+    return text, changed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="rewrite nothing; exit 1 naming the tables that differ from the results")
+    args = parser.parse_args()
+    readme = HERE / "README.md"
+    text, changed = render(readme.read_text())
+    if args.check:
+        if changed:
+            raise SystemExit(f"benchmarks/README.md tables differ from results/*.json: {', '.join(changed)} (run benchmarks/report.py)")
+        return
     readme.write_text(text)
 
 

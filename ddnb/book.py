@@ -32,7 +32,7 @@ from ddnb.distill import METHODS, Distilled
 from ddnb.jobs import Job, Runner, get_runner, run_jobs
 from ddnb.profiles import Profile
 from ddnb.sections import MissingResults, missing_results, open_inputs, run_profile
-from ddnb.sections.common import BOOK_METHODS as _METHODS, named_set, set_file
+from ddnb.sections.common import BOOK_METHODS as _METHODS, is_released, named_set, set_file
 from ddnb.store import Store, read_sidecar
 
 PACKAGE = Path(__file__).resolve().parent
@@ -55,7 +55,7 @@ def notebook_parameters(profile: Profile, device: str, store: str | None, method
         if not path.exists():
             raise DdnbError(f"no distilled set at {path} (write one with `ddnb distill` or `ddnb import`, or give a "
                             "released .pt file)")
-        if path.suffix != ".pt":
+        if not is_released(path):
             Distilled.load(path)  # a corrupt file or another kind of artifact fails here, not inside a notebook
         sets.append(f"{name}={path}")
     if not methods and not sets:
@@ -77,7 +77,7 @@ def execution_key(notebook: Path, parameters: dict) -> str:
     stands for its tensors, which every load verifies against it)."""
     digest = hashlib.sha256(notebook.read_bytes() + json.dumps(parameters, sort_keys=True).encode() + _source_hash().encode())
     for _, path in map(named_set, parameters.get("extra_sets", ())):
-        digest.update(hashlib.sha256(path.read_bytes()).hexdigest().encode() if path.suffix == ".pt"
+        digest.update(hashlib.sha256(path.read_bytes()).hexdigest().encode() if is_released(path)
                       else read_sidecar(path)["sha256"].encode())
     return digest.hexdigest()
 

@@ -18,6 +18,8 @@ PRECISIONS = ("fp32", "tf32", "bf16")
 
 # Every kind of work runs in float32 until a GPU measurement shows a faster precision that passes its check:
 # - leave-one-out is a difference of two trainings' losses, which bf16 rounding swamps (tests/test_precision.py);
+# - curvature under bf16 lands within 0.01 standard errors of float32 with the same probes (tests/test_precision.py),
+#   so it may switch once a GPU measures it faster;
 # - on the CPU bf16 autocast does not pay for these small convolutions (10 ConvNet-Tiny steps at batch 100:
 #   1.5-2.1 s against 1.9-2.0 s in float32, 2026-12-07, AMX-capable Xeon, shared host).
 POLICY = {"evaluation": "fp32", "distillation": "fp32", "leave-one-out": "fp32", "curvature": "fp32"}

@@ -21,7 +21,7 @@ from ddnb.errors import DdnbError
 from ddnb.jobs import Runner, run_jobs
 from ddnb.profiles import get_profile
 from ddnb.sections.common import as_evaluation, evaluation_job
-from ddnb.store import Store, read_sidecar
+from ddnb.store import Store, read_sidecar, settings_key
 
 
 @dataclass
@@ -38,7 +38,7 @@ class CandidateResult:
     def as_row(self) -> dict:
         """A JSON-ready row: name, steps, options, accuracy mean and std over seeds, minutes, chosen."""
         return {"name": self.name, "steps": self.settings.steps, "zca": self.settings.zca,
-                "options": dataclasses.asdict(self.settings.options), "accuracies": self.accuracies.tolist(),
+                "options": settings_key(self.settings.options), "accuracies": self.accuracies.tolist(),
                 "mean": self.accuracies.mean().item(), "std": self.accuracies.std().item() if len(self.accuracies) > 1 else float("nan"),
                 "minutes": self.minutes, "chosen": self.chosen}
 

@@ -17,6 +17,7 @@ lock file beside it (``flock``), and a second process asking for it waits and th
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -88,6 +89,18 @@ class Artifact:
 def canonical_json(value: Any) -> str:
     """Deterministic JSON text (sorted keys, no spaces) used for hashing configs."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+
+_NEVER = object()  # no field's value: a field without an ``unkeyed`` value is always keyed
+
+
+def settings_key(settings: Any) -> dict[str, Any]:
+    """A settings dataclass as the part of a store key it makes: every field (``dataclasses.asdict``) but those whose
+    metadata marks them ``runtime`` (they split the work, not its result) or whose value is their metadata's
+    ``unkeyed`` value (fields added after results were kept, at the value those results had)."""
+    fields = {f.name: f for f in dataclasses.fields(settings)}
+    return {name: value for name, value in dataclasses.asdict(settings).items()
+            if not fields[name].metadata.get("runtime") and value != fields[name].metadata.get("unkeyed", _NEVER)}
 
 
 def config_key(kind: str, config: dict[str, Any]) -> str:

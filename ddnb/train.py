@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from typing import Callable, Iterator, Sequence
 
 import torch
@@ -23,6 +23,7 @@ from ddnb import augment
 from ddnb.nets import build_net
 from ddnb.errors import DdnbError
 from ddnb.precision import check_precision, precision
+from ddnb.store import settings_key
 
 
 @dataclass(frozen=True)
@@ -217,7 +218,7 @@ class EvalConfig:
     seeds: tuple[int, ...] = field(default=(0, 1, 2), metadata={"help": "one network init and batch order per seed"})
     lr: float | None = field(default=None, metadata={"help": "override the protocol's learning rate"})
     steps: int | None = field(default=None, metadata={"help": "override the protocol's length in iterations"})
-    precision: str = field(default="fp32", metadata={"help": "fp32, tf32 or bf16 autocast (ddnb.precision)"})
+    precision: str = field(default="fp32", metadata={"help": "fp32, tf32 or bf16 autocast (ddnb.precision)", "unkeyed": "fp32"})
 
     def __post_init__(self) -> None:
         check_precision(self.precision)
@@ -225,8 +226,7 @@ class EvalConfig:
     def key(self) -> dict:
         """Every field, as results scored this way are keyed (``precision`` only when not fp32, so that keys made
         before it existed still match)."""
-        fields = asdict(self)
-        return fields if self.precision != "fp32" else {k: v for k, v in fields.items() if k != "precision"}
+        return settings_key(self)
 
 
 @dataclass

@@ -5,6 +5,7 @@ import dataclasses
 import pytest
 import torch
 
+from ddnb.analysis.curvature import hutchinson_trace
 from ddnb.analysis.influence import loo_influence
 from ddnb.distill import LoopConfig, distill
 from ddnb.distill.loop import initial_images
@@ -87,3 +88,16 @@ def test_a_bf16_distillation_moves_the_images_as_fp32_does_and_says_so_in_its_co
     assert moves["fp32"].norm() > 0.1 * start.norm()
     assert torch.nn.functional.cosine_similarity(moves["fp32"], moves["bf16"], dim=0) > 0.8  # 0.91 measured; unrelated moves: ~0
     assert "precision" not in runs["fp32"].config and runs["bf16"].config["precision"] == "bf16"
+
+
+def test_bf16_curvature_is_within_a_tenth_of_a_standard_error_of_fp32(shapes_small):
+    """The policy's bar for curvature is one standard error; with the same probes bf16 lands far inside it (0.01 of
+    one measured), so curvature may take bf16 where a GPU measures it faster."""
+    net = build_net("convnet-tiny", 0, 3, 32, 10)
+    images, labels = shapes_small.train.images[:100], shapes_small.train.labels[:100]
+    estimates = {}
+    for name in ("fp32", "bf16"):
+        with precision(name):
+            estimates[name] = hutchinson_trace(net, images, labels, probes=16, seed=0)
+    assert abs(estimates["bf16"].estimate - estimates["fp32"].estimate) < 0.1 * estimates["fp32"].stderr, estimates
+    assert not torch.equal(estimates["bf16"].values, estimates["fp32"].values)  # autocast did run

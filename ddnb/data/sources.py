@@ -7,7 +7,6 @@ so the second load of CIFAR-10 takes about a second instead of decoding 60,000 J
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from ddnb.data.dataset import Dataset, InputTransform, Split
 from ddnb.data.sampling import sample_per_class
 from ddnb.data.zca import fit_zca
 from ddnb.errors import DdnbError, check_fields
-from ddnb.store import Store
+from ddnb.store import Store, settings_key
 
 # The paper's CIFAR-10 statistics (used by every distiller's code), also used for imagefolder copies of CIFAR-10.
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
@@ -39,7 +38,8 @@ class DataConfig:
     zca: bool = field(default=False, metadata={"help": "ZCA-whiten after normalising (fit on train)"})
     zca_regularization: float = field(default=0.1, metadata={"help": "added to covariance eigenvalues before whitening"})
     validation_per_class: int | None = field(default=None, metadata={
-        "help": "hold this many training images per class out (drawn with seed) and use them as the test split (None: the real test split)"})
+        "help": "hold this many training images per class out (drawn with seed) and use them as the test split (None: the real test split)",
+        "unkeyed": None})
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -49,8 +49,7 @@ class DataConfig:
     def key(self) -> dict:
         """Every field, as results made from this data are keyed (a validation split only when there is one, so
         that keys made before it existed still match)."""
-        fields = dataclasses.asdict(self)
-        return fields if self.validation_per_class is not None else {k: v for k, v in fields.items() if k != "validation_per_class"}
+        return settings_key(self)
 
     def source(self) -> dict:
         """The part of the config that decides the decoded pixels (the cache key)."""

@@ -14,14 +14,14 @@ import torch
 
 from ddnb.data import DataConfig, Dataset, load_dataset
 from ddnb.distill import bptt, dm, gm, mtt
-from ddnb.distill.loop import LoopConfig, Preset, finish, make_synthetic, result_options, run_loop
+from ddnb.distill.loop import LoopConfig, Preset, finish, make_synthetic, run_loop
 from ddnb.distill.real_subset import random_subset
 from ddnb.distill.result import KIND, Distilled
 from ddnb.errors import DdnbError
 from ddnb.jobs import Job, Runner, data_job, run_jobs
 from ddnb.precision import POLICY
 from ddnb.profiles import PROFILES
-from ddnb.store import Store
+from ddnb.store import Store, settings_key
 
 # method name -> (options dataclass, Method class); "random" has no optimisation loop
 OPTIMISED = {"bptt": (bptt.BPTTOptions, bptt.TruncatedBPTT), "dm": (dm.DMOptions, dm.DistributionMatching), "gm": (gm.GMOptions, gm.GradientMatching),
@@ -107,7 +107,7 @@ def distill(
     generator = torch.Generator().manual_seed(seed)
     runner, synthetic, settings = setup(method, dataset, ipc, generator, init, store, **options)
     run_config = {"method": method, "data": dataset.source, "ipc": ipc, "seed": seed, "init": init,
-                  "steps": loop.steps, "options": result_options(settings)}
+                  "steps": loop.steps, "options": settings_key(settings)}
     if loop.precision != "fp32":  # named only when not fp32, so that fp32 runs keep their keys
         run_config["precision"] = loop.precision
     losses = run_loop(runner, synthetic, dataset, generator, loop, run_config, store, on_step)
@@ -137,7 +137,7 @@ def distill_job(method: str, data: DataConfig, profile: str = "smoke", ipc: int 
     dataset = loaded[config] if config in loaded else loaded.setdefault(config, load_dataset(config, store, device))
     options = {} if method == "random" else dataclasses.asdict(settings.options)
     key = {"method": method, "data": dataset.source, "profile": profile, "ipc": ipc, "seed": seed, "steps": settings.steps,
-           "options": {} if method == "random" else result_options(settings.options)}
+           "options": {} if method == "random" else settings_key(settings.options)}
     if POLICY["distillation"] != "fp32":  # as in distill's run config: fp32 sets keep their keys
         key["precision"] = POLICY["distillation"]
     loop = LoopConfig(settings.steps, progress=progress, precision=POLICY["distillation"])

@@ -9,7 +9,6 @@ exactly the tensors of an uninterrupted run.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -31,12 +30,6 @@ CHECKPOINT_KIND = "checkpoint"
 # real images through the network at once in DM's and GM's per-class passes: the references' one-class batch at the
 # published settings (256), so that their peak memory bounds ours
 REAL_IMAGES_PER_PASS = 256
-
-
-def result_options(options: Any) -> dict[str, Any]:
-    """A method's options dataclass as a dict without its runtime fields (metadata ``runtime``): those split the work
-    to bound memory and leave the result unchanged (tested), so they stay out of store keys and checkpoints."""
-    return {f.name: getattr(options, f.name) for f in dataclasses.fields(options) if not f.metadata.get("runtime")}
 
 
 def classes_per_pass(classes: int, per_class: int, chosen: int | None) -> int:

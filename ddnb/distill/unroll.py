@@ -28,7 +28,8 @@ FREE_MEMORY_SHARE = 0.5
 
 
 def activation_values(net: nn.Module, images: torch.Tensor) -> int:
-    """Values every leaf module of ``net`` outputs for ``images`` [N, C, H, W], summed (one forward, no graph)."""
+    """Values every leaf module of ``net`` outputs for ``images`` [N, C, H, W], summed (one forward in eval mode, no
+    graph; the network is left as it was)."""
     total = 0
 
     def count(module: nn.Module, inputs: object, output: torch.Tensor) -> None:
@@ -37,10 +38,13 @@ def activation_values(net: nn.Module, images: torch.Tensor) -> int:
 
     leaves = [module for module in net.modules() if not list(module.children())]
     handles = [module.register_forward_hook(count) for module in leaves]
+    training = net.training
+    net.eval()  # a batch norm's running statistics stay as they were
     try:
         with torch.no_grad():
             net(images)
     finally:
+        net.train(training)
         for handle in handles:
             handle.remove()
     return total

@@ -88,17 +88,22 @@ def named_set(spec: str | Path) -> tuple[str, Path]:
     return path.name.removesuffix(".safetensors").removesuffix(".pt"), path
 
 
+def is_released(path: Path) -> bool:
+    """Whether a set file is another project's release (a ``.pt`` file, read as ``ddnb import`` reads it)."""
+    return path.suffix == ".pt"
+
+
 def set_file(path: Path) -> Path:
     """Where a set's tensors are: a released ``.pt`` file as given, ddnb's own as its ``.safetensors``."""
-    return path if path.suffix == ".pt" else artifact_path(path)
+    return path if is_released(path) else artifact_path(path)
 
 
 def load_set(path: Path, dataset: Dataset, device: torch.device) -> Distilled:
     """A reader's set file in ``dataset``'s input space: ddnb's own (``.safetensors``, from ``ddnb distill`` or
     ``ddnb import``) or a released ``.pt`` file, read as ``ddnb import`` reads it (the paper authors' ``{"data",
     "label"}`` files among others; ``torch.load(weights_only=True)`` only)."""
-    if path.suffix != ".pt":
-        return Distilled.load(artifact_path(path), device)
+    if not is_released(path):
+        return Distilled.load(set_file(path), device)
     released = import_set(path, dataset.transform, dataset.classes)
     return dataclasses.replace(released, images=released.images.to(device), labels=released.labels.to(device))
 

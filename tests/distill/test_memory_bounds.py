@@ -6,11 +6,11 @@ import torch
 from ddnb.data import DataConfig, load_dataset
 from ddnb.distill import LoopConfig, distill, distill_job
 from ddnb.distill.bptt import BPTTOptions, TruncatedBPTT
-from ddnb.distill.loop import REAL_IMAGES_PER_PASS, RealSampler, classes_per_pass, make_synthetic, result_options
+from ddnb.distill.loop import REAL_IMAGES_PER_PASS, RealSampler, classes_per_pass, make_synthetic
 from ddnb.distill.mtt import MTTOptions
-from ddnb.distill.unroll import choose_recompute
+from ddnb.distill.unroll import activation_values, choose_recompute
 from ddnb.nets import build_net
-from ddnb.store import Store
+from ddnb.store import Store, settings_key
 
 MTT = dict(syn_steps=4, experts=1, expert_epochs=2, max_start_epoch=2, expert_epochs_trained=4, expert_snapshot_iterations=4,
            net="convnet-tiny", lr_images=100.0)
@@ -84,7 +84,7 @@ def test_classes_per_pass_defaults_to_the_references_batch():
 
 def test_runtime_options_stay_out_of_store_keys():
     data = DataConfig("shapes", train_per_class=100, test_size=1000)
-    assert "recompute" not in result_options(MTTOptions(recompute=True)) and "syn_steps" in result_options(MTTOptions())
+    assert "recompute" not in settings_key(MTTOptions(recompute=True)) and "syn_steps" in settings_key(MTTOptions())
     for method in ("bptt", "dm", "gm", "mtt"):
         job = distill_job(method, data, "smoke", progress=False)
         assert not {"recompute", "classes_per_pass"} & set(job.key["options"]), method
@@ -99,3 +99,10 @@ def test_cuda_memory_bounds_give_the_same_sets(store):
                                     ("gm", {"real_per_class": 20, "outer_loop": 2, "inner_loop": 2}, ({"classes_per_pass": 10}, {"classes_per_pass": 1}))]:
         first, second = (distill(method, dataset, ipc=2, seed=3, loop=loop, **options, **bound).images for bound in bounds)
         torch.testing.assert_close(first, second, rtol=1e-4, atol=1e-5, msg=method)
+
+
+def test_estimating_the_graph_leaves_the_network_as_it_was():
+    net = build_net("resnet18", norm="batch")
+    before = {name: buffer.clone() for name, buffer in net.named_buffers()}
+    activation_values(net, torch.randn(4, 3, 32, 32))
+    assert net.training and all(torch.equal(before[name], buffer) for name, buffer in net.named_buffers())
