@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from ddnb import augment
-from ddnb.distill.loop import Preset, RealSampler, Synthetic, classes_per_pass, network_like
+from ddnb.distill.loop import Preset, RealSampler, Synthetic, network_like, real_chunks
 from ddnb.errors import check_fields
 from ddnb.nets import NET_NAMES, reinitialise
 
@@ -68,15 +68,15 @@ class DistributionMatching:
 
     def step(self, synthetic: Synthetic, real: RealSampler, generator: torch.Generator) -> float:
         reinitialise(self.net, generator)
-        real_images, _ = real.per_class(self.options.real_per_class, generator)  # [C*B, ...]
+        real_images, real_labels = real.per_class(self.options.real_per_class, generator)  # [C*B, ...]
         images = synthetic.images
         if self.options.dsa:
             draw = augment.draw_params(augment.DSAConfig(), 1, generator, shared=True, device=images.device)
             real_images, images = augment.apply(real_images, draw), augment.apply(images, draw)
         classes = real.num_classes
-        chunk = classes_per_pass(classes, self.options.real_per_class, self.options.classes_per_pass) * self.options.real_per_class
+        chunks = real_chunks(real_images, real_labels, classes, self.options.real_per_class, self.options.classes_per_pass)
         with torch.no_grad():
-            real_features = torch.cat([self.net.features(part) for part in real_images.split(chunk)])
+            real_features = torch.cat([self.net.features(part) for part, _ in chunks])
             real_mean = real_features.view(classes, self.options.real_per_class, -1).mean(1)  # [C, D]
         syn_mean = self.net.features(images).view(classes, -1, real_mean.shape[-1]).mean(1)  # [C, D]
         loss = (real_mean - syn_mean).pow(2).sum()

@@ -24,7 +24,7 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 
 from ddnb import augment
-from ddnb.distill.loop import Preset, RealSampler, Synthetic, classes_per_pass, network_like
+from ddnb.distill.loop import Preset, RealSampler, Synthetic, network_like, real_chunks
 from ddnb.errors import check_fields
 from ddnb.nets import NET_NAMES, reinitialise
 
@@ -103,8 +103,8 @@ class GradientMatching:
     def _real_gradients(self, params, images: torch.Tensor, labels: torch.Tensor, classes: int) -> dict[str, torch.Tensor]:
         """``_per_class_gradients`` of the real batch without a graph, ``classes_per_pass`` classes at a time."""
         per_class = self.options.real_per_class
-        per_pass = classes_per_pass(classes, per_class, self.options.classes_per_pass) * per_class
-        parts = [self._per_class_gradients(params, x, y, len(y) // per_class) for x, y in zip(images.split(per_pass), labels.split(per_pass))]
+        parts = [self._per_class_gradients(params, x, y, len(y) // per_class)
+                 for x, y in real_chunks(images, labels, classes, per_class, self.options.classes_per_pass)]
         return {name: torch.cat([part[name] for part in parts]).detach() for name in parts[0]}
 
     def _match(self, synthetic: Synthetic, real: RealSampler, generator: torch.Generator) -> float:

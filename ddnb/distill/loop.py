@@ -38,6 +38,13 @@ def classes_per_pass(classes: int, per_class: int, chosen: int | None) -> int:
     return min(classes, chosen or max(1, REAL_IMAGES_PER_PASS // per_class))
 
 
+def real_chunks(images: torch.Tensor, labels: torch.Tensor, classes: int, per_class: int, chosen: int | None):
+    """A class-major real batch (images [C*per_class, ...], labels [C*per_class]) split into ``classes_per_pass``
+    whole classes a piece: a list of (images, labels)."""
+    size = classes_per_pass(classes, per_class, chosen) * per_class
+    return list(zip(images.split(size), labels.split(size)))
+
+
 @dataclass
 class Synthetic:
     """The learnable set: images [M, C, H, W] (leaf, requires grad), labels [M], optional lr (leaf scalar)."""

@@ -6,7 +6,7 @@ H200). With ``recompute`` each step keeps only its inputs (the parameters, a few
 the backward pass (``torch.utils.checkpoint``, non-reentrant, which allows the step's own
 ``autograd.grad(create_graph=True)``): peak memory is about one step's graph, for one more forward and
 backward pass per step. A step's randomness (augmentation, batch order) is drawn outside it, so the rerun
-sees the same draws and the meta-gradient is the same tensor (tested).
+sees the same draws: BPTT's set is the same bits, MTT's the same to float rounding (tested).
 """
 
 from __future__ import annotations
