@@ -174,15 +174,18 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     device = resolve_device(args.device)
+    report = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu", "threads": torch.get_num_threads(),
+              "torch": torch.__version__}
+    store = Store(tempfile.mkdtemp(prefix="ddnb-bench-"))  # experts for MTT, thrown away afterwards
+    if args.memory:  # each variant loads its own data in its own process
+        report["memory"] = memory_bounds(device, args.repeats, store)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=1) + "\n")
+        return
     dataset = load_dataset(DataConfig("shapes", train_per_class=300, test_size=100), device=device)
     reference = training_reference(device, args.repeats)
-    report = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu", "threads": torch.get_num_threads(),
-              "torch": torch.__version__, "training_step": reference, "methods": {}}
+    report |= {"training_step": reference, "methods": {}}
     presets = GPU_OPTIONS if device.type == "cuda" else CPU_OPTIONS
-    store = Store(tempfile.mkdtemp(prefix="ddnb-bench-"))  # experts for MTT, thrown away afterwards
-    if args.memory:
-        report["memory"] = memory_bounds(device, args.repeats, store)
-        args.methods = []
     for name in args.methods:
         result = method_step(name, presets.get(name, {}), dataset, device, args.repeats, store)
         result["fraction_of_training_throughput"] = result["flops_per_second"] / reference["flops_per_second"]

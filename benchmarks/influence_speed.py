@@ -11,7 +11,9 @@ chunks of ``--chunk-size``) is timed against ``loo_influence_sequential`` (one `
 model). Each timing covers training and the evaluation on ``--test-images`` test images, after an untimed
 warm-up. Seconds per model-step = seconds / (models x steps); the 101 x 300 figure extrapolates it linearly.
 On the CPU the runs are shortened (fewer steps, fewer models: see ``CPU_PRESETS``) so the script ends in
-minutes; on a GPU the default is the paper's full job for ``convnet``. Both paths must agree: the largest
+minutes; on a GPU the default is the paper's full job for ``convnet``. With ``--kernels eager compile graphs`` the batched path is timed once per way of launching its kernels
+(``ddnb.kernels``; a compiled form is made in an untimed warm-up of the same shapes, whose seconds are reported
+as ``warm_up_seconds``). Both paths must agree: the largest
 difference between the influence rows they both computed is reported beside the largest influence (in
 float32 the two differ only in summation order, so the difference is the numerical noise of LOO itself).
 It also measures the ceiling of any batching on the device (``batch_ceiling``): one network's step on
@@ -40,6 +42,7 @@ from torch.utils.flop_counter import FlopCounterMode
 import ddnb
 from ddnb.analysis.influence import loo_influence, loo_influence_sequential
 from ddnb.data.shapes import generate_shapes
+from ddnb.kernels import KERNELS, kernels
 from ddnb.nets import build_net
 from ddnb.train import get_protocol, resolve_device
 
@@ -113,32 +116,46 @@ def batch_ceiling(name: str, images: torch.Tensor, labels: torch.Tensor, models:
             "ceiling": seconds_small / seconds_big}
 
 
-def time_net(name: str, preset: dict, data: tuple, chunk_size: int, device: torch.device) -> dict:
-    """Batched and sequential LOO of ``name`` on ``data``; seconds and per-model-step rates of both."""
+def time_net(name: str, preset: dict, data: tuple, chunk_size: int, device: torch.device, kernel_names: list[str]) -> dict:
+    """Batched LOO of ``name`` on ``data`` with each of ``kernel_names`` (``ddnb.kernels``) and sequential LOO;
+    seconds and per-model-step rates of each, the batched figures of the first kernels at the top level."""
     x, y, tx, ty = data
     net = build_net(name, 0, device=device)
     protocol = get_protocol("paper300", steps=preset["steps"])
     warm = get_protocol("paper300", steps=1)  # allocations, kernel selection, one-time imports
-    loo_influence(net, x, y, tx, ty, warm, indices=range(min(chunk_size, preset["batched_models"]) - 1), chunk_size=chunk_size, backend="vmap")
-    loo_influence_sequential(net, x, y, tx, ty, warm, indices=[0])
     batched_models, sequential_models = preset["batched_models"], preset["sequential_models"]
-    seconds_b, cpu_b, batched = _timed(lambda: loo_influence(net, x, y, tx, ty, protocol, indices=range(batched_models - 1),
-                                                      chunk_size=chunk_size, backend="vmap"), device)
+    full = PAPER["models"] * PAPER["steps"]
+    loo_influence_sequential(net, x, y, tx, ty, warm, indices=[0])
     seconds_s, cpu_s, sequential = _timed(lambda: loo_influence_sequential(net, x, y, tx, ty, protocol,
                                                                     indices=range(sequential_models - 1)), device)
+    rate_s = seconds_s / (sequential_models * protocol.steps)
     shared = min(batched_models, sequential_models) - 1
-    difference = (batched.matrix[:shared] - sequential.matrix[:shared]).abs().max().item() if shared else float("nan")
-    scale = batched.matrix[:shared].abs().max().item() if shared else float("nan")
-    rate_b, rate_s = seconds_b / (batched_models * protocol.steps), seconds_s / (sequential_models * protocol.steps)
-    full = PAPER["models"] * PAPER["steps"]
-    return {"steps": protocol.steps, "chunk_size": chunk_size,
-            "batched": {"models": batched_models, "seconds": seconds_b, "cpu_seconds": cpu_b,
-                        "seconds_per_model_step": rate_b, "extrapolated_101x300_seconds": rate_b * full},
-            "sequential": {"models": sequential_models, "seconds": seconds_s, "cpu_seconds": cpu_s,
-                           "seconds_per_model_step": rate_s, "extrapolated_101x300_seconds": rate_s * full},
+    by_kernels = {}
+    for kernel_name in kernel_names:
+        with kernels(kernel_name):
+            # the warm-up has the timed run's shapes, so a compiled form is made here (its seconds are reported)
+            warm_seconds, _, _ = _timed(lambda: loo_influence(net, x, y, tx, ty, warm, indices=range(batched_models - 1),
+                                                              chunk_size=chunk_size, backend="vmap"), device)
+            seconds_b, cpu_b, batched = _timed(lambda: loo_influence(net, x, y, tx, ty, protocol, indices=range(batched_models - 1),
+                                                                     chunk_size=chunk_size, backend="vmap"), device)
+        rate_b = seconds_b / (batched_models * protocol.steps)
+        by_kernels[kernel_name] = {
+            "models": batched_models, "seconds": seconds_b, "cpu_seconds": cpu_b, "warm_up_seconds": warm_seconds,
+            "seconds_per_model_step": rate_b, "extrapolated_101x300_seconds": rate_b * full,
             "speedup": rate_s / rate_b,
             "speedup_cpu_time": (cpu_s / (sequential_models * protocol.steps)) / (cpu_b / (batched_models * protocol.steps)),
-            "max_abs_difference": difference, "max_abs_influence": scale,
+            "max_abs_difference": (batched.matrix[:shared] - sequential.matrix[:shared]).abs().max().item() if shared else float("nan"),
+            "max_abs_influence": batched.matrix[:shared].abs().max().item() if shared else float("nan")}
+        print(name, kernel_name, json.dumps(by_kernels[kernel_name]), flush=True)
+    first = by_kernels[kernel_names[0]]
+    return {"steps": protocol.steps, "chunk_size": chunk_size,
+            "batched": {key: first[key] for key in ("models", "seconds", "cpu_seconds", "seconds_per_model_step",
+                                                    "extrapolated_101x300_seconds")} | {"kernels": kernel_names[0]},
+            "batched_by_kernels": by_kernels,
+            "sequential": {"models": sequential_models, "seconds": seconds_s, "cpu_seconds": cpu_s,
+                           "seconds_per_model_step": rate_s, "extrapolated_101x300_seconds": rate_s * full},
+            "speedup": first["speedup"], "speedup_cpu_time": first["speedup_cpu_time"],
+            "max_abs_difference": first["max_abs_difference"], "max_abs_influence": first["max_abs_influence"],
             "batch_ceiling": batch_ceiling(name, x, y, chunk_size, protocol.steps, device)}
 
 
@@ -150,6 +167,8 @@ def main() -> None:
     parser.add_argument("--test-images", type=int, default=None, help="default 100 on the CPU, 1000 on a GPU")
     parser.add_argument("--chunk-size", type=int, default=None, help="models per vmapped run; default 8 on the CPU, 101 on a GPU")
     parser.add_argument("--steps", type=int, default=None, help="override the preset's steps")
+    parser.add_argument("--kernels", nargs="+", default=["eager"], choices=KERNELS,
+                        help="time the batched path with each (ddnb.kernels; the first fills the top-level figures)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--no-malloc-tune", action="store_true", help="leave glibc's mmap threshold alone")
     parser.add_argument("--out", type=Path, required=True)
@@ -169,7 +188,7 @@ def main() -> None:
               "paper": PAPER, "nets": {}}
     for name in args.nets:
         preset = presets[name] | ({"steps": args.steps} if args.steps else {})
-        result = time_net(name, preset, data, chunk_size, device)
+        result = time_net(name, preset, data, chunk_size, device, args.kernels)
         report["nets"][name] = result
         print(name, json.dumps(result))
     args.out.parent.mkdir(parents=True, exist_ok=True)

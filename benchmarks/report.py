@@ -58,19 +58,21 @@ def speed_table() -> str:
 
 
 def influence_table() -> str:
-    rows = ["| device | net | steps timed | batched s/model-step | one-by-one s/model-step | speed-up | ceiling (one net, chunk x batch) "
+    rows = ["| device | net | kernels | steps timed | batched s/model-step | one-by-one s/model-step | speed-up | ceiling (one net, chunk x batch) "
             "| GFLOP/s one by one | 101 x 300 (batched / one-by-one, extrapolated) | threads |",
-            "|---|---|---|---|---|---|---|---|---|---|"]
-    for name in ("influence-speed-cpu.json", "influence-speed-cuda.json"):
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name in ("influence-speed-cpu.json", "influence-kernels-cpu.json", "influence-speed-cuda.json"):
         report = _load(name)
         for net, r in (report or {}).get("nets", {}).items():
-            batched, sequential, ceiling = r["batched"], r["sequential"], r.get("batch_ceiling")
+            sequential, ceiling = r["sequential"], r.get("batch_ceiling")
             bound = f"{ceiling['ceiling']:.2f}" if ceiling else "-"
             gflops = f"{ceiling['gflops_at_n']:.0f}" if ceiling else "-"
-            rows.append(f"| {report['device']} | {net} | {r['steps']} | {batched['seconds_per_model_step']:.3g} | "
-                        f"{sequential['seconds_per_model_step']:.3g} | {r['speedup']:.2f} | {bound} | {gflops} | "
-                        f"{batched['extrapolated_101x300_seconds'] / 60:.0f} / {sequential['extrapolated_101x300_seconds'] / 60:.0f} min | "
-                        f"{report['threads']} |")
+            by_kernels = r.get("batched_by_kernels") or {"eager": r["batched"] | {"speedup": r["speedup"]}}
+            for kernels, batched in by_kernels.items():
+                rows.append(f"| {report['device']} | {net} | {kernels} | {r['steps']} | {batched['seconds_per_model_step']:.3g} | "
+                            f"{sequential['seconds_per_model_step']:.3g} | {batched['speedup']:.2f} | {bound} | {gflops} | "
+                            f"{batched['extrapolated_101x300_seconds'] / 60:.0f} / {sequential['extrapolated_101x300_seconds'] / 60:.0f} min | "
+                            f"{report['threads']} |")
     return "\n".join(rows)
 
 
@@ -321,16 +323,18 @@ def book_costs_table() -> str:
 
 def memory_bounds_table() -> str:
     """Each method with and without its memory bound (``distill_speed.py --memory``), one fresh process per variant."""
-    report = _load("memory-bounds-cpu.json") or {"memory": {}}
     settings = {"dm": "256 real/class, ConvNet, IPC 10", "gm": "256 real/class, outer 1, inner 5", "mtt": "20 unrolled steps, 100 images",
                 "bptt": "window 20 of 20, real batch 500"}
-    rows = ["| method | settings | variant | s/step | step memory (GB) | peak RSS (GB) |", "|---|---|---|---|---|---|"]
-    for method, result in report["memory"].items():
-        for variant in result["variants"]:
-            name = ", ".join(f"{k}={v}" for k, v in variant["options"].items()) or "default (256 images a pass: 1 class)"
-            rows.append(f"| {method} | {settings.get(method, '')} | {name} | {variant['seconds']:.2f} | "
-                        f"{variant['step_memory_bytes'] / 1e9:.2f} | {variant['peak_memory_bytes'] / 1e9:.2f} |")
-        rows.append(f"| {method} | | bound / no bound | {result['time_ratio']:.2f}x | {result['memory_ratio']:.2f}x | |")
+    rows = ["| device | method | settings | variant | s/step | step memory (GB) | peak (GB; CPU: RSS, GPU: allocated) |",
+            "|---|---|---|---|---|---|---|"]
+    for name in ("memory-bounds-cpu.json", "memory-bounds-cuda.json"):
+        report = _load(name) or {"memory": {}}
+        for method, result in report["memory"].items():
+            for variant in result["variants"]:
+                options = ", ".join(f"{k}={v}" for k, v in variant["options"].items()) or "default (256 images a pass: 1 class)"
+                rows.append(f"| {report['device']} | {method} | {settings.get(method, '') if report['device'] == 'cpu' else 'published settings'} | "
+                            f"{options} | {variant['seconds']:.2f} | {variant['step_memory_bytes'] / 1e9:.2f} | {variant['peak_memory_bytes'] / 1e9:.2f} |")
+            rows.append(f"| {report['device']} | {method} | | bound / no bound | {result['time_ratio']:.2f}x | {result['memory_ratio']:.2f}x | |")
     return "\n".join(rows)
 
 

@@ -59,12 +59,18 @@ def _argument(name: str) -> Iterator[None]:
 
 
 def _add_common(parser: argparse.ArgumentParser, data_required: bool = True) -> None:
+    from ddnb.kernels import KERNELS
+
     if data_required:
         parser.add_argument("--data", required=True, help="shapes, cifar10 or imagefolder:PATH (folder or .tar)")
     else:  # the book: the profile's data unless told otherwise
         parser.add_argument("--data", default=os.environ.get("DDNB_DATA"),
                             help="shapes, cifar10 or imagefolder:PATH (default $DDNB_DATA, else the profile's data)")
     parser.add_argument("--device", default="auto", help="auto (cuda if available), cpu or cuda")
+    parser.add_argument("--kernels", default=None, choices=KERNELS,
+                        help="how stacked training launches its kernels: eager (as written), compile (torch.compile) or "
+                             "graphs (compiled and replayed as CUDA graphs); the same results to float rounding "
+                             "(default $DDNB_KERNELS, else eager)")
     parser.add_argument("--store", default=None, help="artifact and cache folder (default $DDNB_STORE or ~/.cache/ddnb)")
 
 
@@ -459,11 +465,14 @@ def cmd_store(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``ddnb`` console script; returns the exit status."""
+    from ddnb.kernels import current_kernels, kernels
+
     handlers = {"distill": cmd_distill, "evaluate": cmd_evaluate, "experts": cmd_experts, "import": cmd_import, "book": cmd_book,
                 "run": cmd_run, "search": cmd_search, "store": cmd_store}
     try:
         args = build_parser().parse_args(argv)
-        handlers[args.command](args)
+        with kernels(getattr(args, "kernels", None) or current_kernels()):
+            handlers[args.command](args)
     except DdnbError as error:
         print(f"ddnb: error: {error}", file=sys.stderr)
         return 2

@@ -36,6 +36,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ddnb.errors import DdnbError
+from ddnb.kernels import current_kernels, kernels
 from ddnb.store import Artifact, Store, config_key
 
 Make = Callable[..., tuple[dict[str, torch.Tensor], dict]]
@@ -95,14 +96,15 @@ def _to(value: Any, device: str) -> Any:
     return value.to(device) if hasattr(value, "to") else value
 
 
-def _task(root: str, job: Job, threads: int, *inputs: Any) -> None:
-    """The body of one Ray task: make the artifact into the shared store. ``get_or_make`` again, because a
-    retried task may find that its killed first attempt had already saved it."""
+def _task(root: str, job: Job, threads: int, kernels_name: str, *inputs: Any) -> None:
+    """The body of one Ray task: make the artifact into the shared store, with the driver's ``kernels``.
+    ``get_or_make`` again, because a retried task may find that its killed first attempt had already saved it."""
     torch.set_num_threads(threads)  # a reused worker keeps the count of its first task otherwise
     device = "cuda" if job.gpus > 0 else "cpu"  # Ray sets CUDA_VISIBLE_DEVICES to the task's own GPU
     store = Store(root)
     job = replace(job, inputs=tuple(_to(value, device) for value in inputs))  # its needs came as kind and key only
-    store.get_or_make(job.kind, job.key, job.maker(store))
+    with kernels(kernels_name):
+        store.get_or_make(job.kind, job.key, job.maker(store))
 
 
 class RayRunner:
@@ -140,7 +142,7 @@ class RayRunner:
                     shared[id(value)] = ray.put(_to(value, "cpu"))
             refs = [shared[id(value)] for value in job.inputs]
             light = replace(job, inputs=(), needs=tuple(replace(need, make=None, inputs=(), needs=()) for need in job.needs))
-            pending.append(task.options(num_gpus=job.gpus).remote(root, light, self.cpus, *refs))
+            pending.append(task.options(num_gpus=job.gpus).remote(root, light, self.cpus, current_kernels(), *refs))
         failures = []
         with tqdm(total=len(pending), desc=desc, disable=not progress or not pending) as bar:
             while pending:  # keep waiting after a failure: every job that can finish lands in the store

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from ddnb import augment
 from ddnb.errors import DdnbError
+from ddnb.kernels import compiled
 from ddnb.nets import build_net
 from ddnb.precision import precision
 from ddnb.train import EvalConfig, Protocol, batches, get_protocol, train
@@ -89,6 +90,16 @@ def _weighted_loss(template: nn.Module):
     return loss
 
 
+def _gradients_and_losses(template: nn.Module, params: dict[str, torch.Tensor], images: torch.Tensor, labels: torch.Tensor,
+                          weights: torch.Tensor, shared: bool) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    in_dims = (0, None, None, 0) if shared else 0
+    return vmap(grad_and_value(_weighted_loss(template)), in_dims=in_dims)(params, images, labels, weights)
+
+
+# the stacked forward and backward: fixed shapes through a whole training, so compiled kernels (``ddnb.kernels``) pay
+_compiled_gradients_and_losses = compiled(_gradients_and_losses)
+
+
 def sgd_step(stacked: Stack, images: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor, lr: float,
              protocol: Protocol, shared: bool = False) -> torch.Tensor:
     """One SGD(+momentum, weight decay) update of every network, as ``torch.optim.SGD`` does it.
@@ -96,9 +107,9 @@ def sgd_step(stacked: Stack, images: torch.Tensor, labels: torch.Tensor, weights
     images [M, B, C, H, W], labels [M, B] (or soft [M, B, classes]), weights [M, B] (0 drops an image);
     or, with ``shared``, one batch for all: images [B, ...] and labels [B] (then the first layer of every
     network runs as one dense convolution rather than a grouped one). Returns the weighted mean loss [M].
+    The forward and backward run with the kernels in force (``ddnb.kernels``: as written, or compiled).
     """
-    in_dims = (0, None, None, 0) if shared else 0
-    grads, losses = vmap(grad_and_value(_weighted_loss(stacked.template)), in_dims=in_dims)(stacked.params, images, labels, weights)
+    grads, losses = _compiled_gradients_and_losses(stacked.template, stacked.params, images, labels, weights, shared)
     for name, param in stacked.params.items():
         step = grads[name] + protocol.weight_decay * param if protocol.weight_decay else grads[name]
         if protocol.momentum:

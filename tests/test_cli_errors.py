@@ -182,6 +182,7 @@ CASES = [
     ("evaluate {bad_sidecar} --data shapes", ["bad_sidecar.json", "not a readable JSON sidecar"]),
     ("evaluate {no_sidecar} --data shapes", ["{no_sidecar}", "no sidecar"]),
     ("evaluate {shapes_set} --data shapes --precision fp16", ["argument --precision", "fp32", "bf16"]),
+    ("evaluate {shapes_set} --data shapes --kernels fast", ["argument --kernels", "eager", "graphs"]),
     ("evaluate {folder_set} --data shapes", ["{folder_set}", "is a folder"]),
     ("evaluate {empty_pt} --data shapes", ["no artifact at {empty_pt}.safetensors"]),
     ("evaluate {shapes_set} " + D, ["--data", "classes circle", "airplane", "the data set it was made on"]),
@@ -271,6 +272,14 @@ def test_the_table_covers_every_subcommand_with_forty_cases_or_more():
     commands = set(next(action for action in build_parser()._actions if isinstance(action, argparse._SubParsersAction)).choices)
     covered = {command.split()[0] for command, _ in CASES}
     assert len(CASES) >= 40 and commands <= covered | {"run"}, commands - covered  # `ddnb run` has its own tests
+
+
+def test_a_bad_kernels_setting_in_the_environment_is_one_line(files, capsys, monkeypatch):
+    monkeypatch.setenv("DDNB_STORE", files["store"])
+    monkeypatch.setenv("DDNB_KERNELS", "fast")
+    assert main(["evaluate", files["shapes_set"], "--data", "shapes", "--device", "cpu"]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert "DDNB_KERNELS" in line and "eager, compile, graphs" in line, line
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
