@@ -1,4 +1,5 @@
-"""Rewrite the tables of benchmarks/README.md from results/*.json (so no number is typed by hand).
+"""Rewrite the tables of benchmarks/README.md (from results/*.json) and the status table of README.md (from the
+cifar10-cpu book's export, sets/cifar10-cpu/findings.json), so that no number in them is typed by hand.
 
     python benchmarks/report.py            # rewrite them
     python benchmarks/report.py --check    # exit 1 naming the tables that differ (tests/test_benchmarks_report.py)
@@ -12,6 +13,7 @@ import json
 import re
 from pathlib import Path
 
+from ddnb.paper import ACCURACY_PAPER300, METHOD_NAMES
 from ddnb.store import total_costs
 
 HERE = Path(__file__).parent
@@ -73,6 +75,19 @@ def influence_table() -> str:
                             f"{sequential['seconds_per_model_step']:.3g} | {batched['speedup']:.2f} | {bound} | {gflops} | "
                             f"{batched['extrapolated_101x300_seconds'] / 60:.0f} / {sequential['extrapolated_101x300_seconds'] / 60:.0f} min | "
                             f"{report['threads']} |")
+    return "\n".join(rows)
+
+
+def kernels_table() -> str:
+    """``ddnb.train.train`` with each kernels setting (``kernels_speed.py``)."""
+    rows = ["| device | net | workload | kernels | first run (s, compiling included) | s/step | speed-up | max parameter difference |",
+            "|---|---|---|---|---|---|---|---|"]
+    for name in ("kernels-speed-cpu.json", "kernels-speed-cuda.json"):
+        report = _load(name)
+        for workload, settings in (report or {}).get("workloads", {}).items():
+            for setting, r in settings.items():
+                rows.append(f"| {report['device']} | {report['net']} | {workload} | {setting} | {r['first_run_seconds']:.1f} | "
+                            f"{r['seconds_per_step']:.3g} | {r['speedup']:.2f}x | {r['max_parameter_difference']:.1e} |")
     return "\n".join(rows)
 
 
@@ -347,14 +362,35 @@ def paper_cost_table() -> str:
     return paper_cost.table(report["rows"], report["device"]) if report else ""
 
 
+BOOK_EXPORT = HERE / "sets" / "cifar10-cpu"  # `ddnb store export --profile cifar10-cpu` of the whole book
+
+
+def status_table() -> str:
+    """The ``cifar10-cpu`` book's headline numbers, from its export's ``findings.json`` (``ddnb.sections.summary``):
+    each set's accuracy beside the paper's, and how many findings hold."""
+    path = BOOK_EXPORT / "findings.json"
+    if not path.exists():
+        return "(no export yet)"
+    summary = json.loads(path.read_text())
+    rows = ["| set | paper300 accuracy in the analysis space (mean ± std over seeds) | the paper |", "|---|---|---|"]
+    for name, result in summary["sets"].items():
+        reference = ACCURACY_PAPER300.get(name)
+        rows.append(f"| {METHOD_NAMES.get(name, name)} | {result['mean']:.3f} ± {result['std']:.3f} ({len(result['accuracies'])} seeds) | "
+                    f"{'' if reference is None else f'{reference:.3f}'} |")
+    verdicts = [row["verdict"] for row in summary["findings"]]
+    counts = ", ".join(f"{verdicts.count(verdict)} {verdict}" for verdict in dict.fromkeys(verdicts))
+    return "\n".join(rows) + f"\n\nFindings of sections 3-5 ({len(verdicts)}): {counts}."
+
+
 def tables() -> dict[str, str]:
     """Every generated table of benchmarks/README.md by its marker, from the recorded results."""
-    return {"foundation": foundation_table(), "speed": speed_table(), "influence": influence_table(), "stacked": stacked_table(),
+    return {"foundation": foundation_table(), "speed": speed_table(), "influence": influence_table(), "kernels": kernels_table(), "stacked": stacked_table(),
             "cifar10": cifar10_table(), "memory": memory_table(), "mixing": mixing_table(), "semantics": semantics_table(),
             "sections": sections_table(), "book-costs": book_costs_table(), "curvature": curvature_table(), "hvp": hvp_table(),
             "step-profile": step_profile_table(), "step-kernels": step_kernels_table(),
             "bptt-search-cpu": bptt_search_table("bptt-search-cpu.json"), "bptt-search-smoke": bptt_search_table("bptt-search-smoke.json"),
-            "search-cifar10-cpu": search_table(), "memory-bounds": memory_bounds_table(), "paper-cost": paper_cost_table()}
+            "search-cifar10-cpu": search_table(), "memory-bounds": memory_bounds_table(), "paper-cost": paper_cost_table(),
+            "status-cifar10-cpu": status_table()}
 
 
 def render(text: str) -> tuple[str, list[str]]:
@@ -370,17 +406,19 @@ def render(text: str) -> tuple[str, list[str]]:
     return text, changed
 
 
+READMES = (HERE / "README.md", HERE.parent / "README.md")  # the recorded numbers; the project's status
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="rewrite nothing; exit 1 naming the tables that differ from the results")
     args = parser.parse_args()
-    readme = HERE / "README.md"
-    text, changed = render(readme.read_text())
-    if args.check:
-        if changed:
-            raise SystemExit(f"benchmarks/README.md tables differ from results/*.json: {', '.join(changed)} (run benchmarks/report.py)")
-        return
-    readme.write_text(text)
+    for readme in READMES:
+        text, changed = render(readme.read_text())
+        if args.check and changed:
+            raise SystemExit(f"{readme.relative_to(HERE.parent)} tables differ from the results: {', '.join(changed)} (run benchmarks/report.py)")
+        if not args.check:
+            readme.write_text(text)
 
 
 if __name__ == "__main__":

@@ -57,8 +57,15 @@ class Job:
     needs: tuple["Job", ...] = ()  # jobs whose artifacts ``make`` takes after ``inputs``; they are made first
 
     def maker(self, store: Store) -> Callable[[], tuple[dict[str, torch.Tensor], dict]]:
-        """``make`` with its inputs and the artifacts of its ``needs`` (loaded from ``store`` only when called)."""
-        return lambda: self.make(*self.inputs, *(store.load(need.kind, need.key) for need in self.needs))
+        """``make`` with its inputs and the artifacts of its ``needs``, from ``store`` when called (a need that is
+        missing there, as when a kept result turned out corrupt and its pool was not kept, is made first)."""
+        return lambda: self.make(*self.inputs, *(_need(store, need) for need in self.needs))
+
+
+def _need(store: Store, need: Job) -> Artifact:
+    if need.make is None:  # a Ray task's needs travel as kind and key only: they were made before it
+        return store.load(need.kind, need.key)
+    return store.get_or_make(need.kind, need.key, need.maker(store))
 
 
 def data_job(kind: str, key: dict[str, Any], make: Make, dataset) -> Job:
@@ -177,15 +184,18 @@ def job_id(job: Job) -> tuple[str, str]:
     return job.kind, config_key(job.kind, job.key)
 
 
-def waves(jobs: Iterable[Job]) -> list[list[Job]]:
-    """``jobs`` and everything they need, each once, in waves: a job comes one wave after the last of its needs."""
+def waves(jobs: Iterable[Job], store: Store | None = None) -> list[list[Job]]:
+    """``jobs`` and everything they need, each once, in waves: a job comes one wave after the last of its needs.
+    With ``store``, a job already there needs nothing: what it was made from is left out (it may be gone, as a
+    model pool that was not exported beside the analyses made from it)."""
     depth: dict[tuple[str, str], int] = {}
     unique: dict[tuple[str, str], Job] = {}
 
     def visit(job: Job) -> int:
         ident = job_id(job)
         if ident not in depth:
-            depth[ident] = 1 + max((visit(need) for need in job.needs), default=-1)
+            kept = store is not None and store.exists(job.kind, job.key)
+            depth[ident] = 0 if kept else 1 + max((visit(need) for need in job.needs), default=-1)
             unique[ident] = job
         return depth[ident]
 
@@ -200,9 +210,10 @@ def waves(jobs: Iterable[Job]) -> list[list[Job]]:
 def run_jobs(jobs: Iterable[Job], store: Store, runner: Runner | None = None, progress: bool = True,
              desc: str = "jobs") -> list[Artifact]:
     """The artifact of every job, in job order: loaded from ``store`` when there, else made by ``runner``
-    (default: in this process) and saved there. Jobs they need are made first, wave by wave (``waves``)."""
+    (default: in this process) and saved there. The jobs that a missing job needs are made first, wave by wave
+    (``waves``); those of a job already in the store are not touched."""
     jobs, runner = list(jobs), runner or LocalRunner()
     made: dict[tuple[str, str], Artifact] = {}
-    for wave in waves(jobs):
+    for wave in waves(jobs, store):
         made |= {job_id(job): artifact for job, artifact in zip(wave, runner.run(wave, store, progress, desc))}
     return [made[job_id(job)] for job in jobs]

@@ -1,7 +1,7 @@
-"""How ddnb's fixed-shape inner loops launch their kernels: as written, or compiled into fewer, larger ones.
+"""How ddnb's training steps launch their kernels: as written, or compiled into fewer, larger ones.
 
-``compiled(fn)`` wraps a pure tensor function (tensors and dicts of tensors in and out, the same shapes at every
-call) so that each call runs it as the current ``kernels`` setting says:
+``compiled(fn)`` wraps a pure tensor function (tensors and dicts of tensors in and out, or a network and tensors in)
+so that each call runs it as the current ``kernels`` setting says:
 
 - ``eager`` (the default): ``fn`` itself, one kernel per operation: results bit for bit as before.
 - ``compile``: ``torch.compile`` (inductor) fuses the small elementwise and reduction kernels (the instance
@@ -10,10 +10,11 @@ call) so that each call runs it as the current ``kernels`` setting says:
   per step where small kernels leave a GPU idle; on a CPU it is ``compile``.
 
 A compilation that fails (no C++ compiler, an operation the compiler cannot trace) warns once and the function
-runs as written from then on: the choice of kernels changes how fast a result comes, never what it is, so it stays
-out of store keys. The setting comes from ``with kernels(name):``, else ``$DDNB_KERNELS`` (so that subprocesses
-and Ray workers started with it follow it), else ``eager``. Which is fastest is measured per device by
-``benchmarks/influence_speed.py --kernels``. Imports nothing above it.
+runs as written from then on: the choice of kernels changes how fast a result comes and its float rounding, never
+what is computed, so it stays out of store keys (as the device does). The setting comes from ``with
+kernels(name):``, else ``$DDNB_KERNELS`` (so that subprocesses and Ray workers started with it follow it), else
+``eager``. Which is fastest is measured per device by ``benchmarks/kernels_speed.py`` (one network's training) and
+``benchmarks/influence_speed.py --kernels`` (stacked training). Imports nothing above it.
 """
 
 from __future__ import annotations
@@ -65,8 +66,8 @@ def kernels(name: str) -> Iterator[None]:
 class Compiled:
     """``fn`` run eager or compiled as ``current_kernels()`` says; each compiled form is made on its first call."""
 
-    def __init__(self, fn: Callable[..., Any]):
-        self.fn = fn
+    def __init__(self, fn: Callable[..., Any], dynamic: bool | None = False):
+        self.fn, self.dynamic = fn, dynamic
         self._forms: dict[str, Callable[..., Any]] = {}
         self._failed: set[str] = set()
 
@@ -75,7 +76,7 @@ class Compiled:
         if name == "eager" or name in self._failed:
             return self.fn(*args)
         if name not in self._forms:
-            self._forms[name] = torch.compile(self.fn, mode=_COMPILE_MODES[name], dynamic=False)
+            self._forms[name] = torch.compile(self.fn, mode=_COMPILE_MODES[name], dynamic=self.dynamic)
         try:
             outputs = self._forms[name](*args)
         except Exception as error:  # noqa: BLE001 - any compiler failure; a fault of fn itself recurs eagerly below
@@ -100,9 +101,11 @@ def _cloned(value: Any) -> Any:
     return value
 
 
-def compiled(fn: Callable[..., Any]) -> Compiled:
-    """``fn`` (a pure function of tensors with fixed shapes) run with the kernels in force at each call."""
-    return Compiled(fn)
+def compiled(fn: Callable[..., Any], dynamic: bool | None = False) -> Compiled:
+    """``fn`` (a pure function of tensors, or of a network and tensors) run with the kernels in force at each call.
+    ``dynamic``: ``False`` compiles one form per input shape (for steps whose shapes never change); ``None`` lets
+    ``torch.compile`` make a shape symbolic once it has seen it change (for steps on sets of many sizes)."""
+    return Compiled(fn, dynamic)
 
 
 __all__ = ["KERNELS", "Compiled", "check_kernels", "compiled", "current_kernels", "kernels"]

@@ -55,7 +55,8 @@ VERSIONS: dict[str, int] = {
     "distilled": 1, "checkpoint": 1, "expert": 1,  # ddnb.distill; a checkpoint moves with its set's version
     # the book's results, made by the jobs of ddnb.sections from the functions of ddnb.analysis
     "pool-subset": 1, "pool-early": 1, "curvature": 1,  # sections.dynamics (analysis.dynamics, curvature)
-    "evaluation": 1, "mixing": 1, "model": 1, "feature-map": 1,  # sections.common, sections.substitution
+    "pool-early-curve": 1, "pool-agreement": 1, "recognition": 1,
+    "evaluation": 1, "mixing": 1, "model": 1, "feature-map": 1, "real-model-score": 1,  # sections.common, .substitution
     "influence": 1, "influence-agreement": 2,  # sections.semantics (analysis.influence); 2: a diverged CG solve scores NaN
     "notebook": 1,  # ddnb.book: an executed notebook (its key already holds the hash of ddnb's source)
 }

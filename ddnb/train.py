@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from ddnb import augment
 from ddnb.nets import build_net
 from ddnb.errors import DdnbError
+from ddnb.kernels import compiled
 from ddnb.precision import check_precision, precision
 from ddnb.store import settings_key
 
@@ -160,6 +161,15 @@ def train(
     return result
 
 
+def _loss(net: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(net(images), labels)
+
+
+# a training step's forward and loss (their backward follows them): compiled when ``ddnb.kernels`` says so; new
+# networks of an architecture reuse the compiled form, and a changed batch size makes its shape symbolic
+_step_loss = compiled(_loss, dynamic=None)
+
+
 def train_step(
     net: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -169,10 +179,11 @@ def train_step(
     generator: torch.Generator,
     iteration: int = 0,
 ) -> torch.Tensor:
-    """One SGD update on a batch; returns the batch loss (detached scalar)."""
+    """One SGD update on a batch; returns the batch loss (detached scalar). The forward and backward run with the
+    kernels in force (``ddnb.kernels``); the augmentation and the update as written."""
     if protocol.augment:
         images = augment.augment(images, generator, shared=False)
-    loss = F.cross_entropy(net(images), labels)
+    loss = _step_loss(net, images, labels)
     _check_finite(loss, iteration)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()

@@ -1,6 +1,7 @@
 """The tables of benchmarks/README.md are the recorded results: regenerated from benchmarks/results, they do not change."""
 
 import importlib.util
+import json
 import re
 from pathlib import Path
 
@@ -18,9 +19,9 @@ def report():
 
 
 def test_every_table_equals_its_results(report):
-    text = (BENCHMARKS / "README.md").read_text()
-    assert all(f"<!-- {marker} -->" in text for marker in report.tables()), "a generated table has no place in the README"
-    assert report.render(text)[1] == []
+    texts = [readme.read_text() for readme in report.READMES]
+    assert all(any(f"<!-- {marker} -->" in text for text in texts) for marker in report.tables()), "a generated table has no place"
+    assert [report.render(text)[1] for text in texts] == [[], []]
 
 
 def test_a_number_typed_into_a_table_is_caught(report):
@@ -28,3 +29,14 @@ def test_a_number_typed_into_a_table_is_caught(report):
     block = re.search(r"<!-- search-cifar10-cpu -->.*?<!-- /search-cifar10-cpu -->", text, flags=re.S).group(0)
     edited = text.replace(block, block.replace("0.429", "0.492"))
     assert edited != text and report.render(edited)[1] == ["search-cifar10-cpu"]
+
+
+def test_the_status_table_quotes_the_exported_findings(report, tmp_path, monkeypatch):
+    summary = {"sets": {"random": {"accuracies": [0.27, 0.28, 0.29], "mean": 0.28, "std": 0.01},
+                        "dm": {"accuracies": [0.43, 0.44, 0.45], "mean": 0.44, "std": 0.01}},
+               "findings": [{"verdict": "holds"}, {"verdict": "does not hold"}, {"verdict": "holds"}]}
+    (tmp_path / "findings.json").write_text(json.dumps(summary))
+    monkeypatch.setattr(report, "BOOK_EXPORT", tmp_path)
+    table = report.status_table()
+    assert "| random real | 0.280 ± 0.010 (3 seeds) | 0.273 |" in table and "| DM | 0.440 ± 0.010 (3 seeds) | 0.427 |" in table
+    assert table.endswith("Findings of sections 3-5 (3): 2 holds, 1 does not hold.")

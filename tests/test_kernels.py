@@ -12,7 +12,7 @@ from ddnb.errors import DdnbError
 from ddnb.kernels import current_kernels, kernels
 from ddnb.nets import build_net
 from ddnb.stacked import stack, train_stacked
-from ddnb.train import get_protocol
+from ddnb.train import get_protocol, train
 
 
 def _train(shapes_small, name: str, device: str = "cpu") -> tuple[dict[str, torch.Tensor], torch.Tensor]:
@@ -40,6 +40,24 @@ def test_compiled_training_gives_the_eager_tensors(shapes_small):
         warnings.simplefilter("error", RuntimeWarning)  # a fallback to eager would pass for the wrong reason
         compiled = _train(shapes_small, "compile")
     _assert_close(compiled, eager, 1e-5)
+
+
+def test_compiled_single_network_training_gives_the_eager_tensors(shapes_small):
+    """``ddnb.train.train`` (the CPU's loop backend, real-trained networks, pools): batches of 16 and a last one of
+    8, so the compiled step meets a changed shape; a second network reuses the compiled form."""
+    images, labels = shapes_small.train.images[:40], shapes_small.train.labels[:40]
+    protocol = get_protocol("real", epochs=1, batch_size=16)
+    trained = {}
+    for name in ("eager", "compile"):
+        with warnings.catch_warnings(), kernels(name):
+            warnings.simplefilter("error", RuntimeWarning)
+            nets = [build_net("convnet-tiny", seed=seed) for seed in (0, 1)]
+            losses = [train(net, images, labels, protocol, seed=seed).losses for seed, net in enumerate(nets)]
+        trained[name] = ([net.state_dict() for net in nets], losses)
+    for eager, compiled in zip(*(trained[name][0] for name in ("eager", "compile"))):
+        for key in eager:
+            torch.testing.assert_close(compiled[key], eager[key], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(trained["compile"][1], trained["eager"][1], atol=1e-5, rtol=1e-5)
 
 
 def test_a_failed_compilation_warns_and_runs_as_written(shapes_small, monkeypatch):

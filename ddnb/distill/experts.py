@@ -45,13 +45,20 @@ class ExpertConfig:
         check_fields(self)
 
 
+def _protocol(config: ExpertConfig) -> Protocol:
+    return Protocol("expert", config.lr, config.momentum, config.weight_decay, config.batch_size, epochs=config.epochs,
+                    augment=config.dsa)
+
+
+def snapshot_iterations(config: ExpertConfig, images: int) -> range:
+    """The iterations at which an expert trained on ``images`` training images keeps its parameters (0 first)."""
+    every = config.snapshot_iterations or -(-images // config.batch_size)
+    return range(0, _protocol(config).iterations(images) + 1, every)
+
+
 def train_expert(dataset: Dataset, config: ExpertConfig, seed: int, progress: bool = False) -> Trajectory:
     """Train one expert on ``dataset.train`` and return its stacked parameter snapshots."""
-    protocol = Protocol("expert", config.lr, config.momentum, config.weight_decay, config.batch_size,
-                        epochs=config.epochs, augment=config.dsa)
-    n = len(dataset.train)
-    every = config.snapshot_iterations or -(-n // config.batch_size)
-    snapshots = range(0, protocol.iterations(n) + 1, every)
+    protocol, snapshots = _protocol(config), snapshot_iterations(config, len(dataset.train))
     net = build_net(config.net, seed, *dataset.image_shape[:1], dataset.image_shape[-1], dataset.num_classes,
                     device=dataset.train.images.device)
     result = train(net, dataset.train.images, dataset.train.labels, protocol, seed, snapshot_at=snapshots, progress=progress)

@@ -8,6 +8,8 @@ page's jobs, in the order their needs give, in this process or as Ray tasks. A n
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import shutil
 import time
 from dataclasses import dataclass
@@ -31,9 +33,10 @@ def _pages(only: Sequence[str] | None) -> list[str]:
 
 
 def page_jobs(inputs: BookInputs, pages: Sequence[str] | None = None) -> list[Job]:
-    """Every job of the named pages (default all), each once, with the jobs they need, in the order to make them."""
-    listed = [job for page in _pages(pages) for job in PAGES[page].jobs(inputs)]
-    return [job for wave in waves(listed) for job in wave]
+    """The results the named pages (default all) load, each once. The jobs they need (model pools, real-trained
+    networks) are not listed: ``run_jobs`` makes those when a result made from them is missing."""
+    listed = {job_id(job): job for page in _pages(pages) for job in PAGES[page].jobs(inputs)}
+    return list(listed.values())
 
 
 @dataclass
@@ -66,8 +69,9 @@ def run_profile(profile: str, data: str | None = None, ipc: int | None = None, m
     started = time.time()
     inputs = open_inputs(profile, data, ipc, methods, seed, device, store, extra_sets, compute=True, runner=runner)
     jobs = page_jobs(inputs, pages)
+    planned = [job for wave in waves(jobs, store) for job in wave]  # with the needs of the results still missing
     run_jobs(jobs, store, runner, desc="results")
-    return [_report(store, job, started) for job in inputs.set_jobs + jobs]
+    return [_report(store, job, started) for job in inputs.set_jobs + planned]
 
 
 def report_table(reports: Sequence[JobReport]) -> str:
@@ -93,8 +97,10 @@ def open_page(page: str, profile: str, data: str | None = None, ipc: int | None 
 
 
 def export(inputs: BookInputs, folder: str | Path) -> list[Path]:
-    """Copy every result of the book of ``inputs`` (its sets and every page's jobs) with their sidecars into
-    ``folder``, ready for ``ddnb store add``; ``MissingResults`` when some are not in the store."""
+    """Copy every result the book of ``inputs`` loads (its sets and every page's jobs; not what those were made
+    from, such as model pools) with their sidecars into ``folder``, ready for ``ddnb store add``, and beside them
+    ``findings.json`` (``summary``: each set's accuracy and every finding, read from those results, for texts that
+    quote them); ``MissingResults`` when some are not in the store."""
     jobs = inputs.set_jobs + page_jobs(inputs)
     missing = [job for job in jobs if not inputs.store.exists(job.kind, job.key)]
     if missing:
@@ -107,8 +113,22 @@ def export(inputs: BookInputs, folder: str | Path) -> list[Path]:
         for source in (path, path.with_suffix(".json")):
             shutil.copy2(source, folder / f"{job.kind}-{source.name}")
         copied.append(folder / f"{job.kind}-{path.name}")
+    (folder / "findings.json").write_text(json.dumps(summary(inputs), indent=1) + "\n")
     return copied
 
 
+def summary(inputs: BookInputs) -> dict:
+    """The book's headline numbers, JSON-ready: each set's accuracies in the analysis space (``sets``: per
+    evaluation seed, their mean and sample std) and every finding of the findings page (``findings``) with its
+    ``rule``. Loaded from the store only."""
+    evaluations = distillation.load(inputs).evaluations
+    found = findings.load(inputs)
+    sets = {name: {"accuracies": result.accuracies.tolist(), "mean": float(result.accuracies.mean()),
+                   "std": float(result.accuracies.std()) if len(result.accuracies) > 1 else float("nan")}
+            for name, result in evaluations.items()}
+    return {"profile": inputs.profile.name, "data": inputs.profile.data.name, "ipc": inputs.ipc, "sets": sets,
+            "rule": found.rule, "findings": [dataclasses.asdict(row) for row in found.rows]}
+
+
 __all__ = ["BOOK_METHODS", "PAGES", "BookInputs", "JobReport", "MissingResults", "export", "missing_results", "open_inputs", "open_page",
-           "page_jobs", "report_table", "run_profile"]
+           "page_jobs", "report_table", "run_profile", "summary"]

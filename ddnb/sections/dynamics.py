@@ -1,9 +1,11 @@
 """The dynamics page (paper section 4): agreement with subset and early-stopped networks, recognition during
 real training, and the curvature along it.
 
-Jobs: each set's evaluation (its test predictions), the chunks of the subset and early pools, and the
-curvature curve. Agreement and recognition are comparisons of stored predictions and forward passes of the
-stored early networks, done when loading.
+Jobs: each set's evaluation (its test predictions), the chunks of the subset pool, the early pool's accuracy
+curves, each set's agreement with the pools and its recognition along real training, and the curvature curve.
+The early pool's chunks (test predictions and the kept networks' parameters at every recorded iteration: the
+largest results of a book) are what the curves, agreements and recognitions are made from; the page never loads
+them, so an exported book need not carry them.
 """
 
 from __future__ import annotations
@@ -27,7 +29,16 @@ from ddnb.store import fingerprint
 from ddnb.train import get_protocol
 
 SUBSET_KIND, EARLY_KIND, CURVE_KIND = "pool-subset", "pool-early", "curvature"
+EARLY_CURVE_KIND, AGREEMENT_KIND, RECOGNITION_KIND = "pool-early-curve", "pool-agreement", "recognition"
 SAMPLED_REAL_BATCH = 128  # real-data traces from sampled batches of this size when the real set is large
+
+
+@dataclass
+class EarlyCurve:
+    """The early pool's test accuracies [M, I] at its recorded ``iterations`` [I] of real training."""
+
+    iterations: torch.Tensor
+    accuracies: torch.Tensor
 
 
 @dataclass
@@ -38,7 +49,7 @@ class DynamicsResults:
     inputs: BookInputs
     evaluations: dict[str, StackedEvaluation]
     subsets: dynamics.SubsetPool
-    early: dynamics.EarlyPool
+    early: EarlyCurve
     agreements: dict[str, dynamics.MatchedAgreement]
     recognition: dict[str, torch.Tensor]
     curves: dict[str, curvature.TraceCurve]
@@ -102,33 +113,87 @@ def curvature_job(inputs: BookInputs) -> Job:
     return data_job(CURVE_KIND, key, partial(_curve, settings, cpu_sets), dataset)
 
 
-def _all(inputs: BookInputs) -> tuple[dict[str, Job], list[Job], list[Job], Job]:
+def _early_pool(artifacts) -> dynamics.EarlyPool:
+    return dynamics.early_pool_of([artifact.tensors for artifact in artifacts])
+
+
+def _early_curve(*early):
+    pool = _early_pool(early)
+    return {"iterations": pool.iterations, "accuracies": pool.accuracies}, {}
+
+
+def _agreement(subset_chunks: list, subsets: int, labels: torch.Tensor, evaluation, *pools):
+    subset_pool = dynamics.subset_pool_of([a.tensors for a in pools[:subsets]], subset_chunks)
+    matched = dynamics.matched_agreement(as_evaluation(evaluation).predictions, labels, subset_pool, _early_pool(pools[subsets:]))
+    return {field.name: torch.as_tensor(getattr(matched, field.name)) for field in dataclasses.fields(matched)}, {}
+
+
+def _recognition(net: str, images: torch.Tensor, labels: torch.Tensor, num_classes: int, *early):
+    return {"accuracies": dynamics.recognition(_early_pool(early), net, images, labels, num_classes)}, {}
+
+
+def _pool_keys(jobs: list[Job]) -> list[dict]:
+    return [job.key for job in jobs]
+
+
+def agreement_job(inputs: BookInputs, evaluation: Job, subsets: list[Job], early: list[Job]) -> Job:
+    """A set's agreement with accuracy-matched subset and early-stopped networks (``dynamics.matched_agreement``),
+    from its evaluation's test predictions and the two pools."""
+    labels = inputs.dataset.test.labels.cpu()
+    key = {"evaluation": evaluation.key, "subsets": _pool_keys(subsets), "early": _pool_keys(early)}
+    make = partial(_agreement, dynamics.subset_chunks(inputs.profile.analysis.pools), len(subsets), labels)
+    return Job(AGREEMENT_KIND, key, make, needs=(evaluation, *subsets, *early))
+
+
+def recognition_job(inputs: BookInputs, name: str, early: list[Job]) -> Job:
+    """How well the early pool's kept networks recognise set ``name`` at each recorded iteration (``dynamics.recognition``)."""
+    images, labels = inputs.analysis[name].cpu(), inputs.labels(name).cpu()
+    key = {"early": _pool_keys(early), "set": [fingerprint(images), fingerprint(labels)]}
+    make = partial(_recognition, inputs.profile.analysis.pools.net, images, labels, inputs.dataset.num_classes)
+    return Job(RECOGNITION_KIND, key, make, needs=tuple(early))
+
+
+@dataclass
+class _Jobs:
+    evaluations: dict[str, Job]
+    subsets: list[Job]
+    early_curve: Job
+    agreements: dict[str, Job]
+    recognition: dict[str, Job]
+    curve: Job
+
+    def listed(self) -> list[Job]:
+        return [*self.evaluations.values(), *self.subsets, self.early_curve, *self.agreements.values(),
+                *self.recognition.values(), self.curve]
+
+
+def _all(inputs: BookInputs) -> _Jobs:
     pools = inputs.profile.analysis.pools
-    return (evaluation_jobs(inputs), subset_jobs(inputs.dataset, pools), early_jobs(inputs.dataset, pools),
-            curvature_job(inputs))
+    evaluations, subsets, early = evaluation_jobs(inputs), subset_jobs(inputs.dataset, pools), early_jobs(inputs.dataset, pools)
+    return _Jobs(evaluations, subsets, Job(EARLY_CURVE_KIND, {"early": _pool_keys(early)}, _early_curve, needs=tuple(early)),
+                 {name: agreement_job(inputs, job, subsets, early) for name, job in evaluations.items()},
+                 {name: recognition_job(inputs, name, early) for name in inputs.sets}, curvature_job(inputs))
 
 
 def jobs(inputs: BookInputs) -> list[Job]:
     """Every result this page shows."""
-    evaluations, subsets, early, curve = _all(inputs)
-    return list(evaluations.values()) + subsets + early + [curve]
+    return _all(inputs).listed()
 
 
 def load(inputs: BookInputs) -> DynamicsResults:
     """The page's results from the store (``MissingResults`` when some are not there)."""
-    evaluation, subsets, early, curve = _all(inputs)
-    store, profile, pools = inputs.store, inputs.profile.name, inputs.profile.analysis.pools
-    found = load_results(store, list(evaluation.values()) + subsets + early + [curve], profile)
-    evaluations = {name: as_evaluation(artifact) for name, artifact in zip(evaluation, found)}
-    found = found[len(evaluation):]
-    subset_pool = dynamics.subset_pool_of([a.tensors for a in found[:len(subsets)]], dynamics.subset_chunks(pools))
-    early_pool = dynamics.early_pool_of([a.tensors for a in found[len(subsets):-1]])
-    labels = inputs.dataset.test.labels.cpu()
-    agreements = {name: dynamics.matched_agreement(result.predictions, labels, subset_pool, early_pool)
-                  for name, result in evaluations.items()}
-    recognition = {name: dynamics.recognition(early_pool, pools.net, inputs.analysis[name], inputs.labels(name))
-                   for name in inputs.sets}
-    stored = found[-1]
+    planned = _all(inputs)
+    found = iter(load_results(inputs.store, planned.listed(), inputs.profile.name))
+    evaluations = {name: as_evaluation(next(found)) for name in planned.evaluations}
+    subset_pool = dynamics.subset_pool_of([next(found).tensors for _ in planned.subsets],
+                                          dynamics.subset_chunks(inputs.profile.analysis.pools))
+    early = EarlyCurve(**next(found).tensors)
+    agreements = {}
+    for name in planned.agreements:
+        tensors = next(found).tensors
+        agreements[name] = dynamics.MatchedAgreement(**(tensors | {"subset_gap": float(tensors["subset_gap"])}))
+    recognition = {name: next(found).tensors["accuracies"] for name in planned.recognition}
+    stored = next(found)
     curves = {name: curvature.TraceCurve(*(stored.tensors[f"{name}/{field}"] for field in curvature.CURVE_FIELDS))
               for name in stored.meta["sets"]}
-    return DynamicsResults(inputs, evaluations, subset_pool, early_pool, agreements, recognition, curves)
+    return DynamicsResults(inputs, evaluations, subset_pool, early, agreements, recognition, curves)

@@ -1,9 +1,10 @@
 """The substitution page (paper section 3): mixing real images into the sets, real-trained networks scoring
 them, their pixel values and where they sit among real features.
 
-Jobs: each set's mixing points (k = 0 is its evaluation), one real-trained network per profile net, and the
-feature map (the profile's projection, UMAP by default) of the last of them. Scoring the sets with the stored networks and the
-pixel histograms are forward passes and counts, done when loading.
+Jobs: each set's mixing points (k = 0 is its evaluation), each set scored by each profile net trained on real
+data, and the feature map (the profile's projection, UMAP by default) of the last of those networks. The networks
+themselves are what the scores and the map are made from; the page never loads them (a ResNet-18 is 45 MB), so an
+exported book need not carry them. The pixel histograms are counts, done when loading.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from ddnb.sections.common import (BookInputs, as_evaluation, as_model, evaluatio
 from ddnb.store import Artifact, fingerprint
 from ddnb.train import get_protocol
 
-MIXING_KIND, FEATURES_KIND = "mixing", "feature-map"
+MIXING_KIND, FEATURES_KIND, SCORE_KIND = "mixing", "feature-map", "real-model-score"
 FEATURE_TEST_IMAGES = 2000  # test images on the feature map (balanced over classes)
 
 
@@ -76,17 +77,33 @@ def feature_job(inputs: BookInputs, model: Job, net: str) -> Job:
     return Job(FEATURES_KIND, key, partial(_feature_map, net, images, projection), (inputs.dataset,), model.gpus, needs=(model,))
 
 
-def _all(inputs: BookInputs) -> tuple[dict[str, list[Job]], dict[str, Job], Job]:
+def _score(net: str, images: torch.Tensor, labels: torch.Tensor, dataset: Dataset, model: Artifact):
+    network = as_model(model, net, dataset)
+    device = dataset.train.images.device
+    scores = substitution.recognition_by_real_models({net: network}, {"set": (images.to(device), labels.to(device))})
+    return {"accuracy": torch.tensor(scores[net]["set"])}, {"test_accuracy": model.meta["test_accuracy"]}
+
+
+def score_job(inputs: BookInputs, model: Job, net: str, name: str) -> Job:
+    """The accuracy of ``net`` (trained on real data by job ``model``) on set ``name``; meta: its test accuracy."""
+    images, labels = inputs.analysis[name].cpu(), inputs.labels(name).cpu()
+    key = {"model": model.key, "net": net, "set": [fingerprint(images), fingerprint(labels)]}
+    return Job(SCORE_KIND, key, partial(_score, net, images, labels), (inputs.dataset,), model.gpus, needs=(model,))
+
+
+def _all(inputs: BookInputs) -> tuple[dict[str, list[Job]], dict[str, dict[str, Job]], Job]:
     mixing = {name: mixing_jobs(inputs, name) for name in inputs.sets}
     models = model_jobs(inputs)
+    scores = {net: {name: score_job(inputs, model, net, name) for name in inputs.sets} for net, model in models.items()}
     last = inputs.profile.analysis.real_nets[-1]
-    return mixing, models, feature_job(inputs, models[last], last)
+    return mixing, scores, feature_job(inputs, models[last], last)
 
 
 def jobs(inputs: BookInputs) -> list[Job]:
     """Every result this page shows."""
-    mixing, models, features = _all(inputs)
-    return [job for per_set in mixing.values() for job in per_set] + list(models.values()) + [features]
+    mixing, scores, features = _all(inputs)
+    return ([job for per_set in mixing.values() for job in per_set] + [job for per_net in scores.values() for job in per_net.values()]
+            + [features])
 
 
 def _mixing_result(artifacts, inputs: BookInputs) -> substitution.MixingResult:
@@ -95,20 +112,16 @@ def _mixing_result(artifacts, inputs: BookInputs) -> substitution.MixingResult:
                                      torch.stack(accuracies))
 
 
-def _scores(models: dict[str, torch.nn.Module], accuracies: dict[str, float], inputs: BookInputs) -> dict[str, dict[str, float]]:
-    sets = {name: (inputs.analysis[name], inputs.labels(name)) for name in inputs.sets}
-    scores = substitution.recognition_by_real_models(models, sets)
-    return {net: scores[net] | {"real test": accuracies[net]} for net in models}
-
-
 def load(inputs: BookInputs) -> SubstitutionResults:
     """The page's results from the store (``MissingResults`` when some are not there)."""
-    mixing, models, features = _all(inputs)
+    mixing, score_jobs, features = _all(inputs)
     store, profile = inputs.store, inputs.profile.name
     curves = {name: _mixing_result(load_results(store, per_set, profile), inputs) for name, per_set in mixing.items()}
-    model_artifacts = dict(zip(models, load_results(store, list(models.values()), profile)))
-    networks = {net: as_model(artifact, net, inputs.dataset) for net, artifact in model_artifacts.items()}
-    scores = _scores(networks, {net: artifact.meta["test_accuracy"] for net, artifact in model_artifacts.items()}, inputs)
+    scores = {}
+    for net, per_set in score_jobs.items():
+        found = dict(zip(per_set, load_results(store, list(per_set.values()), profile)))
+        scores[net] = {name: float(artifact.tensors["accuracy"]) for name, artifact in found.items()}
+        scores[net]["real test"] = next(iter(found.values())).meta["test_accuracy"]
     real_pixels = inputs.dataset.transform.decode(inputs.dataset.test.head(1000).images)
     histograms = substitution.pixel_histograms({"real": real_pixels, **{n: s.pixels() for n, s in inputs.sets.items()}})
     mapped = load_results(store, [features], profile)[0]

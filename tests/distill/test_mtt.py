@@ -39,3 +39,17 @@ def test_mtt_learns_images_and_step_size(shapes_small, tmp_path):
     with pytest.raises(DdnbError, match="snapshots"):
         distill("mtt", shapes_small, ipc=2, loop=LoopConfig(steps=1, progress=False), store=Store(tmp_path),
                 **(options | {"max_start_epoch": 4}))
+
+
+@pytest.mark.parametrize("name", ["lr-images-1000", "lr-images-100"])
+def test_the_cifar10_cpu_experts_reach_every_start_and_target(name):
+    """The experts of each cifar10-cpu candidate, trained on the 45,000 CIFAR-10 training images its validation split
+    leaves (5,000 per class less 500), keep enough snapshots for max_start_epoch + expert_epochs intervals."""
+    from ddnb.distill.experts import snapshot_iterations
+    from ddnb.distill.mtt import CANDIDATES
+    from ddnb.profiles import get_profile
+
+    options = CANDIDATES["cifar10-cpu"][name].options
+    images = 10 * (5000 - get_profile("cifar10-cpu").validation_per_class)
+    kept = snapshot_iterations(options.expert_config(), images)
+    assert len(kept) >= options.max_start_epoch + options.expert_epochs, list(kept)  # as TrajectoryMatching.prepare checks

@@ -8,7 +8,7 @@ import torch
 from ddnb.analysis import curvature, dynamics, influence, substitution
 from ddnb.cli import main
 from ddnb.errors import DdnbError
-from ddnb.jobs import job_id
+from ddnb.jobs import job_id, waves
 from ddnb.sections import MissingResults, PAGES, export, open_inputs, open_page, page_jobs, run_profile
 from ddnb.store import Store
 from tests.forbid import forbid_compute, restore, snapshot
@@ -41,10 +41,11 @@ def no_compute():
 
 def test_run_makes_every_job_once_and_reports_what_it_made(reports, made):
     inputs = open_inputs("smoke", methods=METHODS, device="cpu", store=made)
-    jobs = page_jobs(inputs)
-    assert [report.key for report in reports[1:]] == [job_id(job)[1] for job in jobs]
+    planned = [job for wave in waves(page_jobs(inputs)) for job in wave]  # the listed results and what they need
+    assert [report.key for report in reports[1:]] == [job_id(job)[1] for job in planned]
     made_now = {report.kind for report in reports if report.made}
-    assert made_now == {"mixing", "model", "feature-map", "pool-subset", "pool-early", "curvature", "influence",
+    assert made_now == {"mixing", "model", "real-model-score", "feature-map", "pool-subset", "pool-early", "pool-early-curve",
+                        "pool-agreement", "recognition", "curvature", "influence",
                         "influence-agreement"}  # the evaluation was made by the first, distillation-only run
     assert all(report.minutes > 0 and report.peak_mb > 0 for report in reports if report.made)
     again = run_profile("smoke", methods=METHODS, device="cpu", store=made)
@@ -84,9 +85,13 @@ def test_export_then_add_into_an_empty_store_serves_every_page(reports, made, tm
     assert main(["store", "export", str(tmp_path / "kept"), "--profile", "smoke", "--methods", "random",
                  "--store", str(made.root)]) == 0
     files = sorted((tmp_path / "kept").glob("*.safetensors"))
-    assert len(files) == len(reports) and len(list((tmp_path / "kept").glob("*.json"))) == len(files)
+    # what the pages load, not the networks and pools it was made from
+    assert {path.name.rsplit("-", 1)[0] for path in files} == {report.kind for report in reports} - {"model", "pool-early"}
+    assert len([path for path in (tmp_path / "kept").glob("*.json") if path.name != "findings.json"]) == len(files)
     fresh = tmp_path / "fresh"
     assert main(["store", "add", *map(str, files), "--store", str(fresh)]) == 0
+    again = run_profile("smoke", methods=METHODS, device="cpu", store=Store(fresh))  # nothing to make: the pools stay away
+    assert not any(report.made for report in again) and {report.kind for report in again} & {"model", "pool-early"} == set()
     saved = snapshot()
     forbid_compute()
     try:
@@ -94,6 +99,12 @@ def test_export_then_add_into_an_empty_store_serves_every_page(reports, made, tm
             open_page(page, "smoke", methods=METHODS, device="cpu", store=str(fresh))
     finally:
         restore(saved)
+    written = json.loads((tmp_path / "kept" / "findings.json").read_text())
+    inputs = open_inputs("smoke", methods=METHODS, device="cpu", store=made)
+    rows = PAGES["findings"].load(inputs).rows
+    assert [row["claim"] for row in written["findings"]] == [row.claim for row in rows] and rows
+    assert [row["effect"] for row in written["findings"]] == pytest.approx([row.effect for row in rows], nan_ok=True)
+    assert written["sets"]["random"]["accuracies"] == PAGES["distillation"].load(inputs).evaluations["random"].accuracies.tolist()
     assert main(["store", "list", "--costs", "--store", str(fresh)]) == 0
     assert "curvature" in capsys.readouterr().out
     with pytest.raises(MissingResults):
