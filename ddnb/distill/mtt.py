@@ -27,7 +27,7 @@ from torch import nn
 from torch.func import functional_call
 
 from ddnb import augment
-from ddnb.distill.experts import ExpertConfig, Trajectory, expert_trajectories
+from ddnb.distill.experts import ExpertConfig, Trajectory, expert_trajectories, snapshot_iterations
 from ddnb.distill.loop import Preset, RealSampler, Synthetic, network_like
 from ddnb.distill.unroll import choose_recompute, unrolled_step
 from ddnb.errors import DdnbError, check_fields
@@ -107,12 +107,13 @@ class TrajectoryMatching:
         self.recompute = False
 
     def prepare(self, synthetic: Synthetic, real: RealSampler, generator: torch.Generator) -> None:
-        options = self.options
-        self.experts = expert_trajectories(self.dataset, options.expert_config(), options.experts, self.store or Store())
-        snapshots = next(iter(self.experts[0].values())).shape[0]
+        options, config = self.options, self.options.expert_config()
+        # checked before the experts are trained (minutes each), from the snapshots they will keep
+        snapshots = len(snapshot_iterations(config, len(self.dataset.train)))
         if options.max_start_epoch + options.expert_epochs > snapshots or options.max_start_epoch < 1:
             raise DdnbError(f"experts have {snapshots} snapshots; max_start_epoch {options.max_start_epoch} + expert_epochs "
                             f"{options.expert_epochs} must stay within them")
+        self.experts = expert_trajectories(self.dataset, config, options.experts, self.store or Store())
         self.net = network_like(synthetic, real, options.net)
         batch = synthetic.images[: options.batch_syn or len(synthetic.images)].detach()
         self.recompute = choose_recompute(options.recompute, options.syn_steps, self.net, batch)

@@ -2,10 +2,11 @@ import pytest
 import torch
 
 from ddnb.distill import LoopConfig, distill
-from ddnb.distill.experts import ExpertConfig, expert_trajectories, train_expert
-from ddnb.distill.mtt import parameter_distance
+from ddnb.distill.experts import ExpertConfig, expert_trajectories, snapshot_iterations, train_expert
+from ddnb.distill.mtt import CANDIDATES, parameter_distance
 from ddnb.errors import DdnbError
 from ddnb.nets import build_net
+from ddnb.profiles import get_profile
 from ddnb.store import Store
 
 EXPERT = ExpertConfig(net="convnet-tiny", epochs=2, snapshot_iterations=4, batch_size=100, dsa=False)
@@ -36,19 +37,16 @@ def test_mtt_learns_images_and_step_size(shapes_small, tmp_path):
     result = distill("mtt", shapes_small, ipc=2, seed=0, loop=LoopConfig(steps=4, progress=False), store=Store(tmp_path), **options)
     assert result.lr is not None and result.lr != pytest.approx(0.01) and len(result.losses) == 4
     assert torch.isfinite(result.images).all()
-    with pytest.raises(DdnbError, match="snapshots"):
-        distill("mtt", shapes_small, ipc=2, loop=LoopConfig(steps=1, progress=False), store=Store(tmp_path),
+    with pytest.raises(DdnbError, match="snapshots"):  # refused before any expert is trained
+        distill("mtt", shapes_small, ipc=2, loop=LoopConfig(steps=1, progress=False), store=Store(tmp_path / "fresh"),
                 **(options | {"max_start_epoch": 4}))
+    assert not list((tmp_path / "fresh").glob("expert/*.safetensors"))
 
 
 @pytest.mark.parametrize("name", ["lr-images-1000", "lr-images-100"])
 def test_the_cifar10_cpu_experts_reach_every_start_and_target(name):
     """The experts of each cifar10-cpu candidate, trained on the 45,000 CIFAR-10 training images its validation split
     leaves (5,000 per class less 500), keep enough snapshots for max_start_epoch + expert_epochs intervals."""
-    from ddnb.distill.experts import snapshot_iterations
-    from ddnb.distill.mtt import CANDIDATES
-    from ddnb.profiles import get_profile
-
     options = CANDIDATES["cifar10-cpu"][name].options
     images = 10 * (5000 - get_profile("cifar10-cpu").validation_per_class)
     kept = snapshot_iterations(options.expert_config(), images)
