@@ -382,6 +382,23 @@ def status_table() -> str:
     return "\n".join(rows) + f"\n\nFindings of sections 3-5 ({len(verdicts)}): {counts}."
 
 
+def findings_table() -> str:
+    """Every finding of the ``cifar10-cpu`` book's export, as its findings page shows it: the paper's value, ours
+    ± its standard error, the verdict and, where ours does not hold, the measured reason."""
+    path = BOOK_EXPORT / "findings.json"
+    if not path.exists():
+        return "(no export yet)"
+    summary = json.loads(path.read_text())
+    rows = [f"Rule: {summary['rule']}", "", "| section | finding | sets | the paper | ours (± standard error) | verdict |",
+            "|---|---|---|---|---|---|"]
+    for row in summary["findings"]:
+        stderr = "" if row["stderr"] is None or row["stderr"] != row["stderr"] else f" ± {row['stderr']:.3g}"
+        verdict = row["verdict"] + (f": {row['reason']}" if row["reason"] else "")
+        rows.append(f"| {row['section']} | {row['claim']} ({row['measure']}) | {row['sets']} | {row['paper']} | "
+                    f"{row['effect']:.3g}{stderr} | {verdict} |")
+    return "\n".join(rows)
+
+
 def tables() -> dict[str, str]:
     """Every generated table of benchmarks/README.md by its marker, from the recorded results."""
     return {"foundation": foundation_table(), "speed": speed_table(), "influence": influence_table(), "kernels": kernels_table(), "stacked": stacked_table(),
@@ -390,7 +407,7 @@ def tables() -> dict[str, str]:
             "step-profile": step_profile_table(), "step-kernels": step_kernels_table(),
             "bptt-search-cpu": bptt_search_table("bptt-search-cpu.json"), "bptt-search-smoke": bptt_search_table("bptt-search-smoke.json"),
             "search-cifar10-cpu": search_table(), "memory-bounds": memory_bounds_table(), "paper-cost": paper_cost_table(),
-            "status-cifar10-cpu": status_table()}
+            "status-cifar10-cpu": status_table(), "findings-cifar10-cpu": findings_table()}
 
 
 def render(text: str) -> tuple[str, list[str]]:

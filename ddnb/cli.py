@@ -185,6 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
     exported.add_argument("folder", help="where to copy them (created)")
     exported.add_argument("--profile", default="quick", choices=list(PROFILES))
     exported.add_argument("--data", default=os.environ.get("DDNB_DATA"), help="the data set (default $DDNB_DATA, else the profile's)")
+    exported.add_argument("--partial", action="store_true",
+                          help="copy the results made so far when some are missing (a book that grows across sessions)")
     exported.add_argument("--methods", nargs="*", default=None, choices=METHODS, metavar="METHOD",
                           help=f"whose sets (default all: {' '.join(METHODS)})")
     pruned = store_commands.add_parser("prune", help="delete the stale artifacts (made by an older version of their kind) "
@@ -444,8 +446,10 @@ def cmd_store(args: argparse.Namespace) -> None:
         from ddnb.sections import BOOK_METHODS, export, open_inputs
 
         methods = BOOK_METHODS if args.methods is None else args.methods
-        copied = export(open_inputs(args.profile, args.data, None, methods, store=store), args.folder)
-        print(f"{len(copied)} results of profile {args.profile} copied to {args.folder}")
+        copied, missing = export(open_inputs(args.profile, args.data, None, methods, store=store), args.folder, args.partial)
+        print(f"{len(copied)} results of profile {args.profile} copied to {args.folder}"
+              + (f"; {len(missing)} not made yet ({', '.join(sorted({job.kind for job in missing}))}), so no findings.json"
+                 if missing else ""))
         return
     if args.store_command == "prune":
         removed = store.prune()

@@ -34,9 +34,19 @@ def test_a_number_typed_into_a_table_is_caught(report):
 def test_the_status_table_quotes_the_exported_findings(report, tmp_path, monkeypatch):
     summary = {"sets": {"random": {"accuracies": [0.27, 0.28, 0.29], "mean": 0.28, "std": 0.01},
                         "dm": {"accuracies": [0.43, 0.44, 0.45], "mean": 0.44, "std": 0.01}},
-               "findings": [{"verdict": "holds"}, {"verdict": "does not hold"}, {"verdict": "holds"}]}
+               "rule": "holds when the sign is the paper's", "findings": [
+                   {"section": 3, "claim": "real images lower a set's accuracy", "measure": "k=10 minus k=0", "sets": "BPTT",
+                    "paper": "-0.09", "effect": -0.05, "stderr": 0.01, "verdict": "holds", "reason": ""},
+                   {"section": 4, "claim": "early networks agree", "measure": "agreement", "sets": "DM", "paper": "0.575",
+                    "effect": 0.3, "stderr": float("nan"), "verdict": "does not hold", "reason": "fewer networks"},
+                   {"section": 5, "claim": "x", "measure": "y", "sets": "MTT", "paper": "1", "effect": 1.0, "stderr": 0.0,
+                    "verdict": "holds", "reason": ""}]}
     (tmp_path / "findings.json").write_text(json.dumps(summary))
     monkeypatch.setattr(report, "BOOK_EXPORT", tmp_path)
     table = report.status_table()
     assert "| random real | 0.280 ± 0.010 (3 seeds) | 0.273 |" in table and "| DM | 0.440 ± 0.010 (3 seeds) | 0.427 |" in table
     assert table.endswith("Findings of sections 3-5 (3): 2 holds, 1 does not hold.")
+    findings = report.findings_table()
+    assert findings.startswith("Rule: holds when the sign is the paper's")
+    assert "| 3 | real images lower a set's accuracy (k=10 minus k=0) | BPTT | -0.09 | -0.05 ± 0.01 | holds |" in findings
+    assert "| 0.3 | does not hold: fewer networks |" in findings  # an unknown error is not shown as one

@@ -96,25 +96,32 @@ def open_page(page: str, profile: str, data: str | None = None, ipc: int | None 
     return PAGES[_pages([page])[0]].load(inputs)
 
 
-def export(inputs: BookInputs, folder: str | Path) -> list[Path]:
+def export(inputs: BookInputs, folder: str | Path, partial: bool = False) -> tuple[list[Path], list[Job]]:
     """Copy every result the book of ``inputs`` loads (its sets and every page's jobs; not what those were made
     from, such as model pools) with their sidecars into ``folder``, ready for ``ddnb store add``, and beside them
     ``findings.json`` (``summary``: each set's accuracy and every finding, read from those results, for texts that
-    quote them); ``MissingResults`` when some are not in the store."""
+    quote them). Returns the copied artifacts and the jobs whose results are missing: ``MissingResults`` unless
+    ``partial``, which copies what there is (a long book kept across sessions) and writes no ``findings.json``."""
     jobs = inputs.set_jobs + page_jobs(inputs)
     missing = [job for job in jobs if not inputs.store.exists(job.kind, job.key)]
-    if missing:
+    if missing and not partial:
         raise MissingResults(missing, inputs.profile.name)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    copied = []
+    copied, absent = [], {job_id(job) for job in missing}
     for job in jobs:
+        if job_id(job) in absent:
+            continue
         path = inputs.store.path(job.kind, job.key)
         for source in (path, path.with_suffix(".json")):
             shutil.copy2(source, folder / f"{job.kind}-{source.name}")
         copied.append(folder / f"{job.kind}-{path.name}")
-    (folder / "findings.json").write_text(json.dumps(summary(inputs), indent=1) + "\n")
-    return copied
+    findings_file = folder / "findings.json"
+    if missing:
+        findings_file.unlink(missing_ok=True)  # an older complete export's findings no longer describe this folder
+    else:
+        findings_file.write_text(json.dumps(summary(inputs), indent=1) + "\n")
+    return copied, missing
 
 
 def summary(inputs: BookInputs) -> dict:

@@ -107,8 +107,18 @@ def test_export_then_add_into_an_empty_store_serves_every_page(reports, made, tm
     assert written["sets"]["random"]["accuracies"] == PAGES["distillation"].load(inputs).evaluations["random"].accuracies.tolist()
     assert main(["store", "list", "--costs", "--store", str(fresh)]) == 0
     assert "curvature" in capsys.readouterr().out
+    begun = Store(tmp_path / "begun")  # a book whose set and its evaluation are made, nothing else
+    for path in files:
+        if path.name.split("-")[0] in ("distilled", "evaluation"):
+            begun.add(path)
+    inputs = open_inputs("smoke", methods=METHODS, device="cpu", store=begun)
     with pytest.raises(MissingResults):
-        export(open_inputs("smoke", methods=["random", "dm"], device="cpu", store=str(fresh)), tmp_path / "x")
+        export(inputs, tmp_path / "x")
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "findings.json").write_text("{}")  # an earlier complete export's, now wrong
+    copied, missing = export(inputs, tmp_path / "x", partial=True)
+    assert sorted(path.name.split("-")[0] for path in copied) == ["distilled", "evaluation"]
+    assert len(copied) + len(missing) == len(inputs.set_jobs + page_jobs(inputs)) and not (tmp_path / "x" / "findings.json").exists()
 
 
 def test_ddnb_evaluate_gives_the_mean_of_the_books_table(reports, made, tmp_path, capsys):
