@@ -245,13 +245,14 @@ class StackedEvaluation:
 
 
 def evaluate_seeds(images: torch.Tensor, labels: torch.Tensor, test: tuple[torch.Tensor, torch.Tensor], config: EvalConfig,
-                   num_classes: int = 10, subsets: torch.Tensor | None = None) -> StackedEvaluation:
+                   num_classes: int = 10, subsets: torch.Tensor | None = None, progress: bool = False) -> StackedEvaluation:
     """``ddnb.train.run`` as one stacked run: train a ``config.net`` per seed on images [N, C, H, W] / labels [N]
-    (network s on ``subsets[s]`` when given) with ``config.protocol`` and test each on ``test``."""
+    (network s on ``subsets[s]`` when given) with ``config.protocol`` and test each on ``test``. ``progress``: a
+    bar over the training steps."""
     channels, size = images.shape[1], images.shape[-1]
     stacked = stack([build_net(config.net, seed, channels, size, num_classes, device=images.device) for seed in config.seeds])
     protocol = get_protocol(config.protocol, lr=config.lr, steps=config.steps)
     with precision(config.precision, images.device):
-        train_stacked(stacked, images, labels, protocol, list(config.seeds), subsets=subsets)
+        train_stacked(stacked, images, labels, protocol, list(config.seeds), subsets=subsets, progress=progress)
         predictions = logits(stacked, test[0]).argmax(-1)
     return StackedEvaluation(predictions.cpu(), (predictions == test[1]).float().mean(1).cpu())

@@ -58,21 +58,23 @@ class MixingResult:
         return self.accuracies.std(1) if len(self.seeds) > 1 else torch.zeros(len(self.ks))
 
 
-def evaluate_set(images: torch.Tensor, labels: torch.Tensor, dataset: Dataset, config: EvalConfig) -> StackedEvaluation:
+def evaluate_set(images: torch.Tensor, labels: torch.Tensor, dataset: Dataset, config: EvalConfig,
+                 progress: bool = False) -> StackedEvaluation:
     """One network per seed of ``config`` trained on images [M, C, H, W] / labels [M] and tested on ``dataset``'s
-    test split: the one evaluator of ddnb (``ddnb evaluate`` and the book)."""
+    test split: the one evaluator of ddnb (``ddnb evaluate`` and the book). ``progress``: a bar over the steps."""
     device = dataset.train.images.device
     return evaluate_seeds(images.to(device), labels.to(dataset.train.labels.device),
-                          (dataset.test.images, dataset.test.labels), config, dataset.num_classes)
+                          (dataset.test.images, dataset.test.labels), config, dataset.num_classes, progress=progress)
 
 
-def mixing_point(images: torch.Tensor, labels: torch.Tensor, dataset: Dataset, k: int, config: EvalConfig) -> torch.Tensor:
+def mixing_point(images: torch.Tensor, labels: torch.Tensor, dataset: Dataset, k: int, config: EvalConfig,
+                 progress: bool = False) -> torch.Tensor:
     """Accuracies [seeds] for one k: seed s adds its own k real images per class and trains its own network
-    (k = 0: the set alone, ``evaluate_set``)."""
+    (k = 0: the set alone, ``evaluate_set``). ``progress``: a bar over the training steps."""
     if labels.dim() != 1:
         raise DdnbError("mixing needs hard labels [M]; soft-label sets cannot be mixed with real images as the paper does")
     if k == 0:
-        return evaluate_set(images, labels, dataset, config).accuracies
+        return evaluate_set(images, labels, dataset, config, progress).accuracies
     train = dataset.train
     images, labels = images.to(train.images.device), labels.to(train.labels.device)
     extra = torch.stack([sample_per_class(train.labels, k, 10_000 + seed, dataset.num_classes) for seed in config.seeds])
@@ -80,7 +82,7 @@ def mixing_point(images: torch.Tensor, labels: torch.Tensor, dataset: Dataset, k
     own = torch.arange(len(images)).expand(len(config.seeds), -1)
     subsets = torch.cat([own, extra + len(images)], dim=1)  # [S, M + k*C] indices into the pooled images
     test = (dataset.test.images, dataset.test.labels)
-    return evaluate_seeds(pool_images, pool_labels, test, config, dataset.num_classes, subsets).accuracies
+    return evaluate_seeds(pool_images, pool_labels, test, config, dataset.num_classes, subsets, progress).accuracies
 
 
 def mixing(images: torch.Tensor, labels: torch.Tensor, dataset: Dataset, ks: Sequence[int] = PAPER_KS,

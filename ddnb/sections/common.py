@@ -152,7 +152,7 @@ def set_key(images: torch.Tensor, labels: torch.Tensor, dataset: Dataset, config
 
 
 def _evaluate(images: torch.Tensor, labels: torch.Tensor, config: EvalConfig, dataset: Dataset):
-    result = evaluate_set(images, labels, dataset, config)
+    result = evaluate_set(images, labels, dataset, config, progress=True)
     return {"predictions": result.predictions, "accuracies": result.accuracies}, {}
 
 
@@ -168,7 +168,7 @@ def as_evaluation(artifact: Artifact) -> StackedEvaluation:
 
 
 def _train_real(net: str, protocol: Protocol, seed: int, dataset: Dataset):
-    model = real_trained_model(dataset, net, protocol, seed)
+    model = real_trained_model(dataset, net, protocol, seed, progress=True)
     return model.state_dict(), {"test_accuracy": evaluate(model, dataset.test.images, dataset.test.labels).accuracy}
 
 

@@ -90,7 +90,7 @@ def _curve(settings: dict, sets: dict, dataset: Dataset):
     device = dataset.train.images.device
     sets = {name: (images.to(device), labels.to(device)) for name, (images, labels) in sets.items()}
     curves = curvature.training_trace_curve(net, dataset.train.images, dataset.train.labels, sets, settings["iterations"],
-                                            probes=settings["probes"], sampled=settings["sampled"])
+                                            probes=settings["probes"], sampled=settings["sampled"], progress=True)
     tensors = {f"{name}/{field}": getattr(curve, field) for name, curve in curves.items() for field in curvature.CURVE_FIELDS}
     return tensors, {"sets": list(curves)}
 

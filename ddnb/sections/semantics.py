@@ -59,7 +59,7 @@ def _settings(inputs: BookInputs) -> dict:
 
 def _loo(distilled: Distilled, settings: dict, indices, count: int, dataset: Dataset):
     test = dataset.test.head(count)
-    result = influence.distilled_influence(distilled, test.images, test.labels, indices=indices, **settings)
+    result = influence.distilled_influence(distilled, test.images, test.labels, indices=indices, progress=True, **settings)
     return result.tensors(), result.meta
 
 

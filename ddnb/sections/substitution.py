@@ -42,7 +42,7 @@ class SubstitutionResults:
 
 
 def _mix(images: torch.Tensor, labels: torch.Tensor, k: int, config, dataset: Dataset):
-    return {"accuracies": substitution.mixing_point(images, labels, dataset, k, config)}, {}
+    return {"accuracies": substitution.mixing_point(images, labels, dataset, k, config, progress=True)}, {}
 
 
 def mixing_jobs(inputs: BookInputs, name: str) -> list[Job]:
