@@ -264,67 +264,6 @@ def step_kernels_table() -> str:
     return "\n".join(rows)
 
 
-def mixing_table() -> str:
-    report = _load("mixing-cifar10-cpu.json") or {}
-    ks = sorted({int(k) for entry in report.values() for k in entry["points"]})
-    rows = ["| set | " + " | ".join(f"k = {k}" for k in ks) + " | rises with k |", "|---|" + "---|" * (len(ks) + 1)]
-    for name, entry in report.items():
-        points = entry["points"]
-        cells = []
-        for k in ks:
-            point = points.get(str(k))
-            paper = "" if point is None or point["paper"] is None else f" (paper {point['paper']:.2f})"
-            cells.append("" if point is None else f"{point['mean']:.3f} ± {point['std']:.3f}{paper}")
-        means = [point["mean"] for point in points.values()]
-        rises = "yes" if all(b > a for a, b in zip(means, means[1:])) else "no"
-        rows.append(f"| {name} | " + " | ".join(cells) + f" | {rises} (k = {', '.join(points)}) |")
-    return "\n".join(rows)
-
-
-def semantics_table() -> str:
-    report = _load("semantics-cifar10-cpu.json") or {}
-    rows = ["| set | left out | strongest pairs (image, class: colour, top-k hits vs base rate, p, q) | pairs with q < 0.05 "
-            "| TracIn vs LOO (Pearson / Spearman / top-10 overlap) | LOO time |", "|---|---|---|---|---|---|"]
-    for name, entry in report.items():
-        pairs = "; ".join(f"{p['image']}, {p['class']}: {p['attribute']}, {p['hits']}/{p['k']} vs {p['base_rate']:.2f}, "
-                          f"p {p['p']:.1g}, q {p['q']:.2g}" for p in entry["strongest"][:3])
-        dots = entry["agreement_with_loo"].get("gradient dot product (TracIn-like)")
-        agreement = f"{dots['pearson']:.2f} / {dots['spearman']:.2f} / {dots['top_overlap']:.2f}" if dots else "-"
-        rows.append(f"| {name} | {len(entry['left_out'])} of {entry['test_images']} test images | {pairs} | "
-                    f"{entry['pairs_q_below_0.05']} of {entry['pairs_tested']} | {agreement} | {entry['loo_seconds'] / 60:.1f} min |")
-    return "\n".join(rows)
-
-
-def sections_table() -> str:
-    """One line per finished analysis of cifar10_sections.py, the numbers a reader compares across sets."""
-    report = _load("sections-cifar10-cpu.json") or {}
-    rows = ["| analysis | sets | result | minutes |", "|---|---|---|---|"]
-    for key, entry in report.items():
-        analysis, result = key.split(":")[0], entry["result"]
-        if analysis == "pixels":
-            text = "; ".join(f"{name}: {r['outside_0_1']:.1%} outside [0, 1], range {r['min']:.2f} to {r['max']:.2f}" for name, r in result.items())
-        elif analysis == "real-nets":
-            text = "; ".join(f"{net}: " + ", ".join(f"{name} {acc:.2f}" for name, acc in scores.items()) for net, scores in result.items())
-        elif analysis == "features":
-            text = f"{result['net']}, {result['method']}: `results/{result['figure']}`"
-        elif analysis == "pools":
-            early = result["early"]
-            text = ("subset " + ", ".join(f"{float(f):.1%}: {a:.2f}" for f, a in result["subset"].items())
-                    + f"; early {early['mean_accuracy'][0]:.2f} -> {early['mean_accuracy'][-1]:.2f} over {early['iterations'][-1]} iterations")
-        elif analysis == "agreement":
-            text = "; ".join(f"{name} ({r['distilled_accuracy']:.2f}): subset {r['subset']:.2f}, early {r['early']:.2f} "
-                             f"at iteration {r['early_iterations']}" for name, r in result.items())
-        elif analysis == "recognition":
-            text = "; ".join(f"{name}: {curve[0]:.2f} -> {max(curve):.2f} (max)" for name, curve in result.items() if name != "iterations")
-        elif analysis == "curvature":
-            text = "; ".join(f"{name}: {c['trace'][0]:.0f} ± {c['stderr'][0]:.0f} at 0, {c['trace'][-1]:.0f} ± {c['stderr'][-1]:.0f} "
-                             f"at {c['iterations'][-1]}" for name, c in result.items())
-        else:
-            text = json.dumps(result)[:200]
-        rows.append(f"| {analysis} | {' + '.join(entry['sets'])} | {text} | {entry['seconds'] / 60:.1f} |")
-    return "\n".join(rows)
-
-
 def book_costs_table() -> str:
     """Minutes per piece of each book whose costs were recorded (book_costs.py), summed by kind and name."""
     rows = ["| book | piece | made | minutes (wall) | CPU minutes (all threads) |", "|---|---|---|---|---|"]
@@ -365,12 +304,23 @@ def paper_cost_table() -> str:
 BOOK_EXPORT = HERE / "sets" / "cifar10-cpu"  # `ddnb store export --profile cifar10-cpu` of the whole book
 
 
+def book_progress() -> str:
+    """How much of the ``cifar10-cpu`` book a partial export (``ddnb store export --partial``) holds, by kind."""
+    path = BOOK_EXPORT / "progress.json"
+    if not path.exists():
+        return "(no export yet)"
+    progress = json.loads(path.read_text())
+    missing = ", ".join(f"{kind} {count}" for kind, count in sorted(progress["missing"].items()))
+    return (f"(the book is being made: {progress['results'] - sum(progress['missing'].values())} of {progress['results']} "
+            f"results exported; still to make: {missing})")
+
+
 def status_table() -> str:
     """The ``cifar10-cpu`` book's headline numbers, from its export's ``findings.json`` (``ddnb.sections.summary``):
     each set's accuracy beside the paper's, and how many findings hold."""
     path = BOOK_EXPORT / "findings.json"
     if not path.exists():
-        return "(no export yet)"
+        return book_progress()
     summary = json.loads(path.read_text())
     rows = ["| set | paper300 accuracy in the analysis space (mean ± std over seeds) | the paper |", "|---|---|---|"]
     for name, result in summary["sets"].items():
@@ -387,7 +337,7 @@ def findings_table() -> str:
     ± its standard error, the verdict and, where ours does not hold, the measured reason."""
     path = BOOK_EXPORT / "findings.json"
     if not path.exists():
-        return "(no export yet)"
+        return book_progress()
     summary = json.loads(path.read_text())
     rows = [f"Rule: {summary['rule']}", "", "| section | finding | sets | the paper | ours (± standard error) | verdict |",
             "|---|---|---|---|---|---|"]
@@ -402,8 +352,7 @@ def findings_table() -> str:
 def tables() -> dict[str, str]:
     """Every generated table of benchmarks/README.md by its marker, from the recorded results."""
     return {"foundation": foundation_table(), "speed": speed_table(), "influence": influence_table(), "kernels": kernels_table(), "stacked": stacked_table(),
-            "cifar10": cifar10_table(), "memory": memory_table(), "mixing": mixing_table(), "semantics": semantics_table(),
-            "sections": sections_table(), "book-costs": book_costs_table(), "curvature": curvature_table(), "hvp": hvp_table(),
+            "cifar10": cifar10_table(), "memory": memory_table(), "book-costs": book_costs_table(), "curvature": curvature_table(), "hvp": hvp_table(),
             "step-profile": step_profile_table(), "step-kernels": step_kernels_table(),
             "bptt-search-cpu": bptt_search_table("bptt-search-cpu.json"), "bptt-search-smoke": bptt_search_table("bptt-search-smoke.json"),
             "search-cifar10-cpu": search_table(), "memory-bounds": memory_bounds_table(), "paper-cost": paper_cost_table(),

@@ -50,3 +50,12 @@ def test_the_status_table_quotes_the_exported_findings(report, tmp_path, monkeyp
     assert findings.startswith("Rule: holds when the sign is the paper's")
     assert "| 3 | real images lower a set's accuracy (k=10 minus k=0) | BPTT | -0.09 | -0.05 ± 0.01 | holds |" in findings
     assert "| 0.3 | does not hold: fewer networks |" in findings  # an unknown error is not shown as one
+
+
+def test_a_partial_export_shows_how_far_the_book_is(report, tmp_path, monkeypatch):
+    monkeypatch.setattr(report, "BOOK_EXPORT", tmp_path)
+    assert report.status_table() == report.findings_table() == "(no export yet)"
+    (tmp_path / "progress.json").write_text(json.dumps({"results": 10, "exported": {"distilled": 5, "mixing": 1},
+                                                        "missing": {"mixing": 3, "curvature": 1}}))
+    assert report.status_table() == report.findings_table() == (
+        "(the book is being made: 6 of 10 results exported; still to make: curvature 1, mixing 3)")

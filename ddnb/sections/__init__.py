@@ -12,6 +12,7 @@ import dataclasses
 import json
 import shutil
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -100,8 +101,9 @@ def export(inputs: BookInputs, folder: str | Path, partial: bool = False) -> tup
     """Copy every result the book of ``inputs`` loads (its sets and every page's jobs; not what those were made
     from, such as model pools) with their sidecars into ``folder``, ready for ``ddnb store add``, and beside them
     ``findings.json`` (``summary``: each set's accuracy and every finding, read from those results, for texts that
-    quote them). Returns the copied artifacts and the jobs whose results are missing: ``MissingResults`` unless
-    ``partial``, which copies what there is (a long book kept across sessions) and writes no ``findings.json``."""
+    quote them) and ``progress.json`` (results exported and missing, by kind). Returns the copied artifacts and the
+    jobs whose results are missing: ``MissingResults`` unless ``partial``, which copies what there is (a long book
+    kept across sessions) and writes no ``findings.json``."""
     jobs = inputs.set_jobs + page_jobs(inputs)
     missing = [job for job in jobs if not inputs.store.exists(job.kind, job.key)]
     if missing and not partial:
@@ -116,6 +118,10 @@ def export(inputs: BookInputs, folder: str | Path, partial: bool = False) -> tup
         for source in (path, path.with_suffix(".json")):
             shutil.copy2(source, folder / f"{job.kind}-{source.name}")
         copied.append(folder / f"{job.kind}-{path.name}")
+    counts = {"profile": inputs.profile.name, "data": inputs.profile.data.name, "results": len(jobs),
+              "exported": dict(Counter(job.kind for job in jobs if job_id(job) not in absent)),
+              "missing": dict(Counter(job.kind for job in missing))}
+    (folder / "progress.json").write_text(json.dumps(counts, indent=1) + "\n")
     findings_file = folder / "findings.json"
     if missing:
         findings_file.unlink(missing_ok=True)  # an older complete export's findings no longer describe this folder

@@ -87,7 +87,7 @@ def test_export_then_add_into_an_empty_store_serves_every_page(reports, made, tm
     files = sorted((tmp_path / "kept").glob("*.safetensors"))
     # what the pages load, not the networks and pools it was made from
     assert {path.name.rsplit("-", 1)[0] for path in files} == {report.kind for report in reports} - {"model", "pool-early"}
-    assert len([path for path in (tmp_path / "kept").glob("*.json") if path.name != "findings.json"]) == len(files)
+    assert len([path for path in (tmp_path / "kept").glob("*.json") if path.name not in ("findings.json", "progress.json")]) == len(files)
     fresh = tmp_path / "fresh"
     assert main(["store", "add", *map(str, files), "--store", str(fresh)]) == 0
     again = run_profile("smoke", methods=METHODS, device="cpu", store=Store(fresh))  # nothing to make: the pools stay away
@@ -119,6 +119,8 @@ def test_export_then_add_into_an_empty_store_serves_every_page(reports, made, tm
     copied, missing = export(inputs, tmp_path / "x", partial=True)
     assert sorted(path.name.split("-")[0] for path in copied) == ["distilled", "evaluation"]
     assert len(copied) + len(missing) == len(inputs.set_jobs + page_jobs(inputs)) and not (tmp_path / "x" / "findings.json").exists()
+    progress = json.loads((tmp_path / "x" / "progress.json").read_text())
+    assert progress["exported"] == {"distilled": 1, "evaluation": 1} and sum(progress["missing"].values()) == len(missing)
 
 
 def test_ddnb_evaluate_gives_the_mean_of_the_books_table(reports, made, tmp_path, capsys):
