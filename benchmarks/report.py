@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import math
 import re
 from pathlib import Path
 
@@ -315,13 +316,18 @@ def book_progress() -> str:
             f"results exported; still to make: {missing})")
 
 
+def _book_summary() -> dict | None:
+    """The complete export's ``findings.json`` (``ddnb.sections.summary``), or None while the book is unfinished."""
+    path = BOOK_EXPORT / "findings.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
 def status_table() -> str:
     """The ``cifar10-cpu`` book's headline numbers, from its export's ``findings.json`` (``ddnb.sections.summary``):
     each set's accuracy beside the paper's, and how many findings hold."""
-    path = BOOK_EXPORT / "findings.json"
-    if not path.exists():
+    summary = _book_summary()
+    if summary is None:
         return book_progress()
-    summary = json.loads(path.read_text())
     rows = ["| set | paper300 accuracy in the analysis space (mean ± std over seeds) | the paper |", "|---|---|---|"]
     for name, result in summary["sets"].items():
         reference = ACCURACY_PAPER300.get(name)
@@ -335,14 +341,13 @@ def status_table() -> str:
 def findings_table() -> str:
     """Every finding of the ``cifar10-cpu`` book's export, as its findings page shows it: the paper's value, ours
     ± its standard error, the verdict and, where ours does not hold, the measured reason."""
-    path = BOOK_EXPORT / "findings.json"
-    if not path.exists():
+    summary = _book_summary()
+    if summary is None:
         return book_progress()
-    summary = json.loads(path.read_text())
     rows = [f"Rule: {summary['rule']}", "", "| section | finding | sets | the paper | ours (± standard error) | verdict |",
             "|---|---|---|---|---|---|"]
     for row in summary["findings"]:
-        stderr = "" if row["stderr"] is None or row["stderr"] != row["stderr"] else f" ± {row['stderr']:.3g}"
+        stderr = "" if math.isnan(row["stderr"]) else f" ± {row['stderr']:.3g}"  # NaN: unknown, not shown as an error
         verdict = row["verdict"] + (f": {row['reason']}" if row["reason"] else "")
         rows.append(f"| {row['section']} | {row['claim']} ({row['measure']}) | {row['sets']} | {row['paper']} | "
                     f"{row['effect']:.3g}{stderr} | {verdict} |")
