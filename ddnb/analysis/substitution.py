@@ -82,7 +82,7 @@ def mixing_point(images: torch.Tensor, labels: torch.Tensor, dataset: Dataset, k
     own = torch.arange(len(images)).expand(len(config.seeds), -1)
     subsets = torch.cat([own, extra + len(images)], dim=1)  # [S, M + k*C] indices into the pooled images
     test = (dataset.test.images, dataset.test.labels)
-    return evaluate_seeds(pool_images, pool_labels, test, config, dataset.num_classes, subsets, progress).accuracies
+    return evaluate_seeds(pool_images, pool_labels, test, config, dataset.num_classes, subsets, progress=progress).accuracies
 
 
 def mixing(images: torch.Tensor, labels: torch.Tensor, dataset: Dataset, ks: Sequence[int] = PAPER_KS,
