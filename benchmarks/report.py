@@ -322,20 +322,28 @@ def _book_summary() -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def status_table() -> str:
-    """The ``cifar10-cpu`` book's headline numbers, from its export's ``findings.json`` (``ddnb.sections.summary``):
-    each set's accuracy beside the paper's, and how many findings hold."""
-    summary = _book_summary()
-    if summary is None:
-        return book_progress()
+def _sets_table(sets: dict[str, dict]) -> str:
+    """Each set's accuracy (``ddnb.sections.set_accuracies``) beside the paper's."""
     rows = ["| set | paper300 accuracy in the analysis space (mean ± std over seeds) | the paper |", "|---|---|---|"]
-    for name, result in summary["sets"].items():
+    for name, result in sets.items():
         reference = ACCURACY_PAPER300.get(name)
         rows.append(f"| {METHOD_NAMES.get(name, name)} | {result['mean']:.3f} ± {result['std']:.3f} ({len(result['accuracies'])} seeds) | "
                     f"{'' if reference is None else f'{reference:.3f}'} |")
+    return "\n".join(rows)
+
+
+def status_table() -> str:
+    """The ``cifar10-cpu`` book's headline numbers, from its export's ``findings.json`` (``ddnb.sections.summary``):
+    each set's accuracy beside the paper's, and how many findings hold; while the book is unfinished, how far it
+    is and, once every set is evaluated, their accuracies (``progress.json``)."""
+    summary = _book_summary()
+    if summary is None:
+        progress = BOOK_EXPORT / "progress.json"
+        sets = json.loads(progress.read_text()).get("sets") if progress.exists() else None
+        return book_progress() + ("" if sets is None else "\n\n" + _sets_table(sets))
     verdicts = [row["verdict"] for row in summary["findings"]]
     counts = ", ".join(f"{verdicts.count(verdict)} {verdict}" for verdict in dict.fromkeys(verdicts))
-    return "\n".join(rows) + f"\n\nFindings of sections 3-5 ({len(verdicts)}): {counts}."
+    return _sets_table(summary["sets"]) + f"\n\nFindings of sections 3-5 ({len(verdicts)}): {counts}."
 
 
 def findings_table() -> str:

@@ -59,3 +59,8 @@ def test_a_partial_export_shows_how_far_the_book_is(report, tmp_path, monkeypatc
                                                         "missing": {"mixing": 3, "curvature": 1}}))
     assert report.status_table() == report.findings_table() == (
         "(the book is being made: 6 of 10 results exported; still to make: curvature 1, mixing 3)")
+    (tmp_path / "progress.json").write_text(json.dumps({"results": 10, "exported": {"evaluation": 2}, "missing": {"curvature": 1},
+                                                        "sets": {"mtt": {"accuracies": [0.5, 0.52], "mean": 0.51, "std": 0.0141}}}))
+    status = report.status_table()  # every set evaluated: their accuracies while the rest is made
+    assert status.startswith("(the book is being made: 9 of 10") and status.endswith("| MTT | 0.510 ± 0.014 (2 seeds) | 0.536 |")
+    assert report.findings_table() == "(the book is being made: 9 of 10 results exported; still to make: curvature 1)"

@@ -101,9 +101,10 @@ def export(inputs: BookInputs, folder: str | Path, partial: bool = False) -> tup
     """Copy every result the book of ``inputs`` loads (its sets and every page's jobs; not what those were made
     from, such as model pools) with their sidecars into ``folder``, ready for ``ddnb store add``, and beside them
     ``findings.json`` (``summary``: each set's accuracy and every finding, read from those results, for texts that
-    quote them) and ``progress.json`` (results exported and missing, by kind). Returns the copied artifacts and the
-    jobs whose results are missing: ``MissingResults`` unless ``partial``, which copies what there is (a long book
-    kept across sessions) and writes no ``findings.json``."""
+    quote them) and ``progress.json`` (results exported and missing, by kind; with ``sets``, ``set_accuracies``,
+    once every set is evaluated). Returns the copied artifacts and the jobs whose results are missing:
+    ``MissingResults`` unless ``partial``, which copies what there is (a long book kept across sessions) and
+    writes no ``findings.json``."""
     jobs = inputs.set_jobs + page_jobs(inputs)
     missing = [job for job in jobs if not inputs.store.exists(job.kind, job.key)]
     if missing and not partial:
@@ -121,6 +122,10 @@ def export(inputs: BookInputs, folder: str | Path, partial: bool = False) -> tup
     counts = {"profile": inputs.profile.name, "data": inputs.profile.data.name, "results": len(jobs),
               "exported": dict(Counter(job.kind for job in jobs if job_id(job) not in absent)),
               "missing": dict(Counter(job.kind for job in missing))}
+    try:  # the sets' accuracies are the first thing a reader of an unfinished book asks for
+        counts["sets"] = set_accuracies(inputs)
+    except MissingResults:
+        pass
     (folder / "progress.json").write_text(json.dumps(counts, indent=1) + "\n")
     findings_file = folder / "findings.json"
     if missing:
@@ -130,18 +135,21 @@ def export(inputs: BookInputs, folder: str | Path, partial: bool = False) -> tup
     return copied, missing
 
 
-def summary(inputs: BookInputs) -> dict:
-    """The book's headline numbers, JSON-ready: each set's accuracies in the analysis space (``sets``: per
-    evaluation seed, their mean and sample std) and every finding of the findings page (``findings``) with its
-    ``rule``. Loaded from the store only."""
-    evaluations = distillation.load(inputs).evaluations
-    found = findings.load(inputs)
-    sets = {name: {"accuracies": result.accuracies.tolist(), "mean": float(result.accuracies.mean()),
+def set_accuracies(inputs: BookInputs) -> dict[str, dict]:
+    """Each set's ``paper300`` accuracies in the analysis space, JSON-ready: per evaluation seed, their mean and
+    sample std (NaN for one seed). Loaded from the store only (``MissingResults`` when an evaluation is not there)."""
+    return {name: {"accuracies": result.accuracies.tolist(), "mean": float(result.accuracies.mean()),
                    "std": float(result.accuracies.std()) if len(result.accuracies) > 1 else float("nan")}
-            for name, result in evaluations.items()}
-    return {"profile": inputs.profile.name, "data": inputs.profile.data.name, "ipc": inputs.ipc, "sets": sets,
+            for name, result in distillation.load(inputs).evaluations.items()}
+
+
+def summary(inputs: BookInputs) -> dict:
+    """The book's headline numbers, JSON-ready: each set's accuracies (``sets``, ``set_accuracies``) and every
+    finding of the findings page (``findings``) with its ``rule``. Loaded from the store only."""
+    found = findings.load(inputs)
+    return {"profile": inputs.profile.name, "data": inputs.profile.data.name, "ipc": inputs.ipc, "sets": set_accuracies(inputs),
             "rule": found.rule, "findings": [dataclasses.asdict(row) for row in found.rows]}
 
 
 __all__ = ["BOOK_METHODS", "PAGES", "BookInputs", "JobReport", "MissingResults", "export", "missing_results", "open_inputs", "open_page",
-           "page_jobs", "report_table", "run_profile", "summary"]
+           "page_jobs", "report_table", "run_profile", "set_accuracies", "summary"]

@@ -121,6 +121,7 @@ def test_export_then_add_into_an_empty_store_serves_every_page(reports, made, tm
     assert len(copied) + len(missing) == len(inputs.set_jobs + page_jobs(inputs)) and not (tmp_path / "x" / "findings.json").exists()
     progress = json.loads((tmp_path / "x" / "progress.json").read_text())
     assert progress["exported"] == {"distilled": 1, "evaluation": 1} and sum(progress["missing"].values()) == len(missing)
+    assert progress["sets"] == written["sets"]  # every set evaluated: their accuracies before the rest is made
 
 
 def test_ddnb_evaluate_gives_the_mean_of_the_books_table(reports, made, tmp_path, capsys):
