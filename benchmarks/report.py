@@ -305,12 +305,17 @@ def paper_cost_table() -> str:
 BOOK_EXPORT = HERE / "sets" / "cifar10-cpu"  # `ddnb store export --profile cifar10-cpu` of the whole book
 
 
+def _book_progress() -> dict | None:
+    """The export's ``progress.json`` (``ddnb.sections.export``), or None before the first export."""
+    path = BOOK_EXPORT / "progress.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
 def book_progress() -> str:
     """How much of the ``cifar10-cpu`` book a partial export (``ddnb store export --partial``) holds, by kind."""
-    path = BOOK_EXPORT / "progress.json"
-    if not path.exists():
+    progress = _book_progress()
+    if progress is None:
         return "(no export yet)"
-    progress = json.loads(path.read_text())
     missing = ", ".join(f"{kind} {count}" for kind, count in sorted(progress["missing"].items()))
     return (f"(the book is being made: {progress['results'] - sum(progress['missing'].values())} of {progress['results']} "
             f"results exported; still to make: {missing})")
@@ -338,8 +343,7 @@ def status_table() -> str:
     is and, once every set is evaluated, their accuracies (``progress.json``)."""
     summary = _book_summary()
     if summary is None:
-        progress = BOOK_EXPORT / "progress.json"
-        sets = json.loads(progress.read_text()).get("sets") if progress.exists() else None
+        sets = (_book_progress() or {}).get("sets")
         return book_progress() + ("" if sets is None else "\n\n" + _sets_table(sets))
     verdicts = [row["verdict"] for row in summary["findings"]]
     counts = ", ".join(f"{verdicts.count(verdict)} {verdict}" for verdict in dict.fromkeys(verdicts))

@@ -4,7 +4,7 @@
 |-------------|---------|-----------------------------|-------------------------|
 | smoke       | shapes  | CI and tests                | whole book ~10 min from scratch, 2 cores (6 of them BPTT's set) |
 | quick       | shapes  | any laptop; ``make book``   | <= 15 min on 2 cores (benchmarks/README.md) |
-| cifar10-cpu | CIFAR-10| 2-core CPU, resumable       | sets <= 60 min each; book 6 h or more of analyses on five sets (2026-12-07: 19 min a mixing curve per set, k = 2, 10, 50; 52 min on a host 2x slower), over sessions |
+| cifar10-cpu | CIFAR-10| 2-core CPU, resumable       | sets <= 60 min each; book 6 h or more of analyses on five sets (2026-12-07: 19 min a mixing curve per set, k = 2, 10, 50; 63 min for MTT's on a host 2x slower, partly beside a test run), over sessions |
 | paper       | CIFAR-10| one GPU, the paper's settings | hours                 |
 """
 

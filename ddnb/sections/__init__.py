@@ -122,16 +122,17 @@ def export(inputs: BookInputs, folder: str | Path, partial: bool = False) -> tup
     counts = {"profile": inputs.profile.name, "data": inputs.profile.data.name, "results": len(jobs),
               "exported": dict(Counter(job.kind for job in jobs if job_id(job) not in absent)),
               "missing": dict(Counter(job.kind for job in missing))}
+    book = None if missing else summary(inputs)
     try:  # the sets' accuracies are the first thing a reader of an unfinished book asks for
-        counts["sets"] = set_accuracies(inputs)
+        counts["sets"] = set_accuracies(inputs) if book is None else book["sets"]
     except MissingResults:
         pass
     (folder / "progress.json").write_text(json.dumps(counts, indent=1) + "\n")
     findings_file = folder / "findings.json"
-    if missing:
+    if book is None:
         findings_file.unlink(missing_ok=True)  # an older complete export's findings no longer describe this folder
     else:
-        findings_file.write_text(json.dumps(summary(inputs), indent=1) + "\n")
+        findings_file.write_text(json.dumps(book, indent=1) + "\n")
     return copied, missing
 
 
