@@ -108,7 +108,7 @@ class ResNet(nn.Module):
 
     def __init__(self, blocks: tuple[int, ...], channels: int = 3, num_classes: int = 10, norm: str = "batch"):
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(channels, 64, 3, 1, 1, bias=False), _norm_layer(norm, 64), nn.ReLU())
+        stem = nn.Sequential(nn.Conv2d(channels, 64, 3, 1, 1, bias=False), _norm_layer(norm, 64), nn.ReLU())
         stages, inputs = [], 64
         for stage, count in enumerate(blocks):
             outputs = 64 * 2**stage
@@ -116,9 +116,16 @@ class ResNet(nn.Module):
                 stride = 2 if stage > 0 and index == 0 else 1
                 stages.append(BasicBlock(inputs, outputs, stride, norm))
                 inputs = outputs
-        self.body = nn.Sequential(self.stem, *stages, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        # the stem is registered once, inside the body: a second name for it would alias tensors in the state
+        # dict, which safetensors refuses to save (a trained ResNet would be lost at the end of its job)
+        self.body = nn.Sequential(stem, *stages, nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.feature_dim = inputs
         self.head = nn.Linear(inputs, num_classes)
+
+    @property
+    def stem(self) -> nn.Sequential:
+        """The CIFAR stem: 3x3 convolution, norm, ReLU."""
+        return self.body[0]
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Penultimate features [N, 512]."""

@@ -3,7 +3,8 @@ import torch
 from torch.func import functional_call
 
 from ddnb.errors import DdnbError
-from ddnb.nets import ConvNet, ConvNetConfig, build_net, count_parameters
+from ddnb.nets import NET_NAMES, ConvNet, ConvNetConfig, build_net, count_parameters
+from ddnb.store import Store
 
 
 @pytest.mark.parametrize("name, expected", [("convnet", 320_010), ("convnet-tiny", 7_754)])
@@ -27,6 +28,19 @@ def test_resnets_have_cifar_stem_and_classify(name):
     assert isinstance(net.stem[1], torch.nn.BatchNorm2d)
     assert net(torch.randn(2, 3, 32, 32)).shape == (2, 10)
     assert net.features(torch.randn(2, 3, 32, 32)).shape == (2, 512)
+
+
+@pytest.mark.parametrize("name", NET_NAMES)
+def test_every_network_is_saved_and_loaded_by_the_store(name, tmp_path):
+    """A trained network is a ``model`` artifact: its state dict must be writable by safetensors (no aliased
+    tensors) and load back into a fresh network of the same name."""
+    torch.manual_seed(0)
+    net = build_net(name)
+    Store(tmp_path).save("model", {"net": name}, net.state_dict())
+    again = build_net(name)
+    again.load_state_dict(Store(tmp_path).load("model", {"net": name}).tensors)
+    images = torch.randn(2, 3, 32, 32)
+    assert torch.equal(again.eval()(images), net.eval()(images))
 
 
 @pytest.mark.parametrize("norm", ["instance", "batch", "layer", "none"])
