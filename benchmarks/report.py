@@ -311,9 +311,9 @@ def _book_progress() -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def book_progress() -> str:
-    """How much of the ``cifar10-cpu`` book a partial export (``ddnb store export --partial``) holds, by kind."""
-    progress = _book_progress()
+def book_progress(progress: dict | None) -> str:
+    """How much of the ``cifar10-cpu`` book a partial export (``ddnb store export --partial``) holds, by kind,
+    from its parsed ``progress.json`` (None before the first export)."""
     if progress is None:
         return "(no export yet)"
     missing = ", ".join(f"{kind} {count}" for kind, count in sorted(progress["missing"].items()))
@@ -343,8 +343,9 @@ def status_table() -> str:
     is and, once every set is evaluated, their accuracies (``progress.json``)."""
     summary = _book_summary()
     if summary is None:
-        sets = (_book_progress() or {}).get("sets")
-        return book_progress() + ("" if sets is None else "\n\n" + _sets_table(sets))
+        progress = _book_progress()
+        sets = (progress or {}).get("sets")
+        return book_progress(progress) + ("" if sets is None else "\n\n" + _sets_table(sets))
     verdicts = [row["verdict"] for row in summary["findings"]]
     counts = ", ".join(f"{verdicts.count(verdict)} {verdict}" for verdict in dict.fromkeys(verdicts))
     return _sets_table(summary["sets"]) + f"\n\nFindings of sections 3-5 ({len(verdicts)}): {counts}."
@@ -355,7 +356,7 @@ def findings_table() -> str:
     ± its standard error, the verdict and, where ours does not hold, the measured reason."""
     summary = _book_summary()
     if summary is None:
-        return book_progress()
+        return book_progress(_book_progress())
     rows = [f"Rule: {summary['rule']}", "", "| section | finding | sets | the paper | ours (± standard error) | verdict |",
             "|---|---|---|---|---|---|"]
     for row in summary["findings"]:
