@@ -114,7 +114,7 @@ PROFILES = {
         # current ones. k = 50 is 600-image trainings, 14 minutes per set (847 s for 3 seeds, 2026-12-02)
         # ResNet-18 for 2 epochs (the paper: 91 % after full training) is about 25 minutes on 2 cores (68 on the slower
         # host of 2026-12-07, 10 s a step, partly beside a 1-thread run; ConvNet's 5 epochs there 28.5 min beside a
-        # test run): start a session with `--only substitution`, as a model is kept only when its training ends; three early
+        # test run; a real-trained network checkpoints every 5 minutes and resumes after a kill); three early
         # networks keep their parameters for recognition with error bars; curvature to iteration 300, where the
         # paper's BPTT and MTT curves have collapsed
         analysis=AnalysisSizes(mixing_ks=(0, 2, 10, 50), real_nets=("convnet-tiny", "convnet", "resnet18"), real_epochs=5,

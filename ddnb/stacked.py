@@ -27,7 +27,7 @@ from ddnb.errors import DdnbError
 from ddnb.kernels import compiled
 from ddnb.nets import build_net
 from ddnb.precision import precision
-from ddnb.train import EvalConfig, Protocol, batches, get_protocol, train
+from ddnb.train import Batches, EvalConfig, Protocol, get_protocol, train
 
 
 @dataclass
@@ -184,7 +184,7 @@ def train_stacked(
                                  snapshot_at, snapshot_models, progress)
     total, lr = protocol.iterations(count), protocol.lr
     generators = [torch.Generator().manual_seed(seed) for seed in seeds]
-    schedules = [batches(count, protocol, generator) for generator in generators]
+    schedules = [Batches(count, protocol, generator) for generator in generators]
     result, record, snapshot = StackedResult(losses=torch.empty(stacked.size, total)), set(record_at), set(snapshot_at)
     shared = subsets is None and protocol.batch_size is None and not protocol.augment
     shared_weights = torch.ones(stacked.size, len(images), device=images.device) if weights is None else weights.to(images.device)

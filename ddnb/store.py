@@ -322,6 +322,13 @@ def total_costs(rows: list[dict[str, Any]], group: Callable[[dict[str, Any]], An
     return totals
 
 
+def work_so_far(earlier: dict[str, float], started: tuple[float, float]) -> dict[str, float]:
+    """Wall and CPU seconds of this attempt since ``started`` (perf_counter, process_time), plus the ``earlier``
+    attempts' (a checkpoint's meta keeps them; a resumed job passes them on as ``meta["earlier_cost"]``)."""
+    return {"wall_s": earlier.get("wall_s", 0.0) + time.perf_counter() - started[0],
+            "cpu_s": earlier.get("cpu_s", 0.0) + time.process_time() - started[1]}
+
+
 def peak_memory_mb() -> dict[str, float]:
     """``peak_rss_mb``: the largest resident size of this process so far (Linux counts kB); ``peak_cuda_mb``: the
     most CUDA memory allocated since the last reset of the peak (with a GPU)."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from dataclasses import dataclass, field, replace
 from typing import Callable, Iterator, Sequence
 
@@ -86,13 +87,25 @@ class Evaluation:
     losses: torch.Tensor
 
 
-def batches(n: int, protocol: Protocol, generator: torch.Generator) -> Iterator[torch.Tensor]:
-    """Endless index tensors [B]: the full batch, or mini-batches of a fresh permutation each epoch."""
-    if protocol.batch_size is None:
-        while True:
-            yield torch.arange(n)
-    while True:  # the last batch of an epoch may be short, as with a DataLoader without drop_last
-        yield from torch.randperm(n, generator=generator).split(protocol.batch_size)
+class Batches:
+    """Index tensors [B], one per update: the full batch, or mini-batches of a fresh permutation each epoch (the
+    last batch of an epoch may be short, as with a DataLoader without drop_last). The permutation is drawn from
+    ``generator`` when an epoch begins; ``order`` and ``position`` say where the epoch stands (a checkpoint keeps them)."""
+
+    def __init__(self, n: int, protocol: Protocol, generator: torch.Generator):
+        self.n, self.size, self.generator = n, protocol.batch_size, generator
+        self.order, self.position = torch.empty(0, dtype=torch.long), 0
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        return self
+
+    def __next__(self) -> torch.Tensor:
+        if self.size is None:
+            return torch.arange(self.n)
+        if self.position >= len(self.order):
+            self.order, self.position = torch.randperm(self.n, generator=self.generator), 0
+        self.position += self.size
+        return self.order[self.position - self.size:self.position]
 
 
 @torch.no_grad()
@@ -124,6 +137,9 @@ def train(
     progress: bool = False,
     until: int | None = None,
     at_iteration: Callable[[nn.Module, int], None] | None = None,
+    resume: dict[str, torch.Tensor] | None = None,
+    checkpoint_every_s: float = 0.0,
+    on_checkpoint: Callable[[dict[str, torch.Tensor]], None] | None = None,
 ) -> TrainResult:
     """Train ``net`` in place on images [N, C, H, W] and labels [N] with ``protocol``.
 
@@ -133,6 +149,12 @@ def train(
     found it). ``until``: stop after that many updates, exactly as the full run would have been at that
     point (``losses`` then has ``until`` entries). Labels may also be soft targets [N, classes]. A
     non-finite loss raises ``DdnbError``.
+
+    Checkpoints: with ``on_checkpoint``, the state after an update (``training_state``: tensors) is passed to it
+    once ``checkpoint_every_s`` seconds of wall time have passed since the last one (by time, not updates: a step
+    takes from milliseconds to seconds across networks and devices); ``resume`` continues from such a state (on a
+    network built as the first was) and ends with the tensors of the uninterrupted run. A resumed run records
+    nothing from before its start, so it takes no ``record_at``, ``snapshot_at`` or ``at_iteration``.
     """
     total = protocol.iterations(len(images))
     if until is not None and not 0 <= until <= total:
@@ -143,10 +165,13 @@ def train(
     result = TrainResult(losses=torch.empty(stop))
     record, snapshot = set(record_at), set(snapshot_at)
     net.train()
-    schedule = batches(len(images), protocol, generator)
+    schedule = Batches(len(images), protocol, generator)
+    start = 0 if resume is None else _restore(resume, net, optimizer, schedule, result.losses, protocol, total, stop,
+                                              bool(record or snapshot or at_iteration))
+    last_checkpoint = time.perf_counter()
     # the bar counts updates (stop of them); iterations 0..stop are the states measured between them
-    with tqdm(total=stop, desc=protocol.name, unit="step", disable=not progress, leave=False) as bar:
-        for iteration in range(stop + 1):
+    with tqdm(total=stop, initial=start, desc=protocol.name, unit="step", disable=not progress, leave=False) as bar:
+        for iteration in range(start, stop + 1):
             _record(net, iteration, record, snapshot, eval_split, result)
             if at_iteration is not None:
                 at_iteration(net, iteration)
@@ -158,7 +183,45 @@ def train(
             index = next(schedule).to(images.device)
             result.losses[iteration] = train_step(net, optimizer, images[index], labels[index], protocol, generator, iteration)
             bar.update()
+            if on_checkpoint is not None and iteration + 1 < stop and time.perf_counter() - last_checkpoint >= checkpoint_every_s:
+                on_checkpoint(training_state(iteration + 1, net, optimizer, schedule, result.losses))
+                last_checkpoint = time.perf_counter()
     return result
+
+
+def training_state(done: int, net: nn.Module, optimizer: torch.optim.SGD, schedule: Batches, losses: torch.Tensor
+                   ) -> dict[str, torch.Tensor]:
+    """Everything ``train`` needs to continue after ``done`` updates, as CPU tensors: the network's state dict
+    (``net.*``), SGD's momentum per parameter (``momentum.*``), the random generator, the epoch's batch order and
+    position, and the losses so far [done]."""
+    state = {f"net.{name}": value.detach().cpu().clone() for name, value in net.state_dict().items()}
+    for index, parameter in enumerate(optimizer.param_groups[0]["params"]):
+        if "momentum_buffer" in optimizer.state[parameter]:
+            state[f"momentum.{index}"] = optimizer.state[parameter]["momentum_buffer"].detach().cpu().clone()
+    return state | {"done": torch.tensor(done), "generator": schedule.generator.get_state(), "order": schedule.order.clone(),
+                    "position": torch.tensor(schedule.position), "losses": losses[:done].clone()}
+
+
+def _restore(state: dict[str, torch.Tensor], net: nn.Module, optimizer: torch.optim.SGD, schedule: Batches, losses: torch.Tensor,
+             protocol: Protocol, total: int, stop: int, records: bool) -> int:
+    """Put a ``training_state`` back into the network, optimiser, batch order and losses; returns the updates done."""
+    done = int(state["done"])
+    if records:
+        raise DdnbError("a resumed training records nothing from before its start: no record_at, snapshot_at or at_iteration")
+    if not 0 < done <= stop:
+        raise DdnbError(f"the checkpoint is {done} updates into a training of {stop}")
+    device = next(net.parameters()).device
+    net.load_state_dict({name[len("net."):]: value for name, value in state.items() if name.startswith("net.")})
+    for index, parameter in enumerate(optimizer.param_groups[0]["params"]):
+        if f"momentum.{index}" in state:
+            optimizer.state[parameter]["momentum_buffer"] = state[f"momentum.{index}"].to(device).clone()
+    if protocol.decay_at_half and done > total // 2:  # the loop lowers it when it reaches total // 2
+        for group in optimizer.param_groups:
+            group["lr"] = protocol.lr * 0.1
+    schedule.generator.set_state(state["generator"])
+    schedule.order, schedule.position = state["order"].clone(), int(state["position"])
+    losses[:done] = state["losses"]
+    return done
 
 
 def _loss(net: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

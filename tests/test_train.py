@@ -59,6 +59,21 @@ def test_training_stopped_early_is_the_full_run_up_to_there_and_sees_every_itera
         _train_tiny(shapes_small, protocol, 1, until=len(full.losses) + 1)
 
 
+def test_a_training_resumed_from_a_checkpoint_ends_as_the_uninterrupted_one(shapes_small):
+    """Checkpoints mid-epoch, before and after the learning-rate drop, with augmentation and momentum: each
+    resumed on a fresh network gives the uninterrupted run's weights and losses bit for bit."""
+    protocol = Protocol("t", batch_size=400, epochs=2, augment=True, weight_decay=5e-4, decay_at_half=True)  # 2 x 3 updates
+    states = []
+    net, whole = _train_tiny(shapes_small, protocol, 3, checkpoint_every_s=0.0, on_checkpoint=states.append)
+    assert [int(state["done"]) for state in states] == [1, 2, 3, 4, 5]  # none after the last update
+    for state in (states[0], states[3]):  # mid-epoch: in the first; after the drop, in the second
+        resumed_net, resumed = _train_tiny(shapes_small, protocol, 3, resume=state)
+        assert torch.equal(resumed.losses, whole.losses)
+        assert all(torch.equal(a, b) for a, b in zip(resumed_net.state_dict().values(), net.state_dict().values()))
+    with pytest.raises(DdnbError, match="records nothing from before"):
+        _train_tiny(shapes_small, protocol, 3, resume=states[1], record_at=[6], eval_split=(shapes_small.test.images, shapes_small.test.labels))
+
+
 def test_progress_bars_count_every_update(shapes_small, monkeypatch):
     import ddnb.stacked
     import ddnb.train

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -95,12 +95,14 @@ def mixing(images: torch.Tensor, labels: torch.Tensor, dataset: Dataset, ks: Seq
     return MixingResult(list(ks), list(config.seeds), torch.stack([mixing_point(images, labels, dataset, k, config) for k in ks]))
 
 
-def real_trained_model(dataset: Dataset, net: str, protocol: Protocol, seed: int = 0, progress: bool = False) -> nn.Module:
+def real_trained_model(dataset: Dataset, net: str, protocol: Protocol, seed: int = 0, progress: bool = False,
+                       **checkpoints: Any) -> nn.Module:
     """A ``net`` trained on all of ``dataset.train`` with ``protocol``; ``progress``: a bar over the training
-    (off by default: in a notebook it would end up on the page)."""
+    (off by default: in a notebook it would end up on the page). ``checkpoints``: ``train``'s ``resume``,
+    ``checkpoint_every_s`` and ``on_checkpoint`` (a long training that survives a kill)."""
     channels, size = dataset.image_shape[0], dataset.image_shape[-1]
     model = build_net(net, seed, channels, size, dataset.num_classes, device=dataset.train.images.device)
-    train(model, dataset.train.images, dataset.train.labels, protocol, seed, progress=progress)
+    train(model, dataset.train.images, dataset.train.labels, protocol, seed, progress=progress, **checkpoints)
     return model
 
 

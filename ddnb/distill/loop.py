@@ -24,7 +24,7 @@ from ddnb.distill.result import Distilled
 from ddnb.errors import DdnbError, check_fields
 from ddnb.nets import build_net
 from ddnb.precision import PRECISIONS, precision
-from ddnb.store import Store
+from ddnb.store import Store, work_so_far
 
 CHECKPOINT_KIND = "checkpoint"
 # real images through the network at once in DM's and GM's per-class passes: the references' one-class batch at the
@@ -222,16 +222,10 @@ def run_loop(
         done = step + 1
         if store is not None and config.checkpoint_every and done % config.checkpoint_every == 0 and done < config.steps:
             store.save(CHECKPOINT_KIND, run_config, _checkpoint_tensors(synthetic, generator, losses),
-                       {"step": done, "work_s": _work_so_far(synthetic.earlier_cost, started)})
+                       {"step": done, "work_s": work_so_far(synthetic.earlier_cost, started)})
         if on_step is not None:
             on_step(done, loss)
     return losses
-
-
-def _work_so_far(earlier: dict[str, float], started: tuple[float, float]) -> dict[str, float]:
-    """Wall and CPU seconds of this attempt since ``started`` (perf_counter, process_time), plus ``earlier``."""
-    return {"wall_s": earlier.get("wall_s", 0.0) + time.perf_counter() - started[0],
-            "cpu_s": earlier.get("cpu_s", 0.0) + time.process_time() - started[1]}
 
 
 def finish(synthetic: Synthetic, dataset: Dataset, losses: list[float], run_config: dict[str, Any], store: Store | None) -> Distilled:

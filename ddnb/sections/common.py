@@ -9,6 +9,7 @@ raises ``MissingResults`` naming it.
 from __future__ import annotations
 
 import dataclasses
+import time
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -20,13 +21,14 @@ from ddnb.analysis.substitution import evaluate_set, in_analysis_space, real_tra
 from ddnb import viz
 from ddnb.data import DataConfig, Dataset, load_dataset
 from ddnb.distill import Distilled, distill_job
+from ddnb.distill.loop import CHECKPOINT_KIND
 from ddnb.distill.imports import import_set
 from ddnb.errors import DdnbError
 from ddnb.jobs import Job, Runner, data_job, run_jobs
 from ddnb.nets import build_net
 from ddnb.profiles import Profile, get_profile
 from ddnb.stacked import StackedEvaluation
-from ddnb.store import Artifact, Store, artifact_path, config_key, fingerprint
+from ddnb.store import Artifact, Store, artifact_path, config_key, fingerprint, work_so_far
 from ddnb.train import EvalConfig, Protocol, evaluate, resolve_device
 
 BOOK_METHODS = ("random", "bptt", "dm", "gm", "mtt")  # the random real baseline and the paper's four distillers
@@ -167,15 +169,32 @@ def as_evaluation(artifact: Artifact) -> StackedEvaluation:
     return StackedEvaluation(artifact.tensors["predictions"], artifact.tensors["accuracies"])
 
 
-def _train_real(net: str, protocol: Protocol, seed: int, dataset: Dataset):
-    model = real_trained_model(dataset, net, protocol, seed, progress=True)
-    return model.state_dict(), {"test_accuracy": evaluate(model, dataset.test.images, dataset.test.labels).accuracy}
+# wall seconds between a real-trained network's checkpoints: a ResNet-18 epoch on CIFAR-10 is over half an hour on
+# 2 CPU cores, longer than a session may have left; a ResNet-18 checkpoint (weights and momentum) is 90 MB
+MODEL_CHECKPOINT_EVERY_S = 300.0
 
 
-def model_job(dataset: Dataset, net: str, protocol: Protocol, seed: int = 0) -> Job:
-    """A ``net`` trained on all of ``dataset.train`` with ``protocol`` (its state dict; meta: test accuracy)."""
+def _train_real(net: str, protocol: Protocol, seed: int, store: Store, key: dict, dataset: Dataset):
+    """Train, keeping a checkpoint in ``store`` now and then and resuming from one left by a killed attempt."""
+    checkpoint_key, started = {"model": key}, (time.perf_counter(), time.process_time())
+    found = store.find(CHECKPOINT_KIND, checkpoint_key)  # a corrupt one: start over
+    earlier = {} if found is None else found.meta.get("work_s", {})
+
+    def keep(state: dict[str, torch.Tensor]) -> None:
+        store.save(CHECKPOINT_KIND, checkpoint_key, state, {"done": int(state["done"]), "work_s": work_so_far(earlier, started)})
+
+    model = real_trained_model(dataset, net, protocol, seed, progress=True, resume=None if found is None else found.tensors,
+                               checkpoint_every_s=MODEL_CHECKPOINT_EVERY_S, on_checkpoint=keep)
+    store.remove(CHECKPOINT_KIND, checkpoint_key)
+    meta = {"test_accuracy": evaluate(model, dataset.test.images, dataset.test.labels).accuracy}
+    return model.state_dict(), meta | ({"earlier_cost": earlier} if earlier else {})
+
+
+def model_job(dataset: Dataset, net: str, protocol: Protocol, store: Store, seed: int = 0) -> Job:
+    """A ``net`` trained on all of ``dataset.train`` with ``protocol`` (its state dict; meta: test accuracy); the
+    training checkpoints to ``store`` and a killed one resumes there."""
     key = {"data": dataset.source, "net": net, "protocol": dataclasses.asdict(protocol), "seed": seed}
-    return data_job(MODEL_KIND, key, partial(_train_real, net, protocol, seed), dataset)
+    return data_job(MODEL_KIND, key, partial(_train_real, net, protocol, seed, store, key), dataset)
 
 
 def as_model(artifact: Artifact, net: str, dataset: Dataset) -> torch.nn.Module:

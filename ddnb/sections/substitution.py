@@ -57,7 +57,7 @@ def mixing_jobs(inputs: BookInputs, name: str) -> list[Job]:
 def model_jobs(inputs: BookInputs) -> dict[str, Job]:
     """The real-trained network of each profile net (``real`` protocol, ``AnalysisSizes.epochs_of`` it), by net."""
     sizes = inputs.profile.analysis
-    return {net: model_job(inputs.dataset, net, get_protocol("real", epochs=sizes.epochs_of(net))) for net in sizes.real_nets}
+    return {net: model_job(inputs.dataset, net, get_protocol("real", epochs=sizes.epochs_of(net)), inputs.store) for net in sizes.real_nets}
 
 
 def _feature_map(net: str, images: dict[str, torch.Tensor], projection: str, dataset: Dataset, model: Artifact):

@@ -6,11 +6,12 @@ import pytest
 import torch
 
 from ddnb.analysis import curvature, dynamics, influence, substitution
+from ddnb.analysis.substitution import real_trained_model
 from ddnb.cli import main
 from ddnb.errors import DdnbError
-from ddnb.jobs import job_id, waves
+from ddnb.jobs import job_id, run_jobs, waves
 from ddnb.sections import MissingResults, PAGES, export, open_inputs, open_page, page_jobs, run_profile
-from ddnb.store import Store
+from ddnb.store import Store, read_sidecar
 from tests.forbid import forbid_compute, restore, snapshot
 
 METHODS = ["random"]  # no distiller: the pages' own jobs are what is tested here
@@ -132,3 +133,34 @@ def test_ddnb_evaluate_gives_the_mean_of_the_books_table(reports, made, tmp_path
                  "--store", str(made.root), "--device", "cpu"]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed["mean"] == pytest.approx(float(table.mean()), abs=1e-7) and printed["accs"] == pytest.approx(table.tolist())
+
+
+def test_a_real_trained_network_killed_midway_resumes_from_its_checkpoint(shapes_small, tmp_path, monkeypatch):
+    """A kill after the training's third checkpoint: the next run starts from it (not from scratch), ends with the
+    uninterrupted network, counts the killed attempt's work in its cost and leaves no checkpoint behind."""
+    from ddnb.sections import common
+    from ddnb.train import get_protocol
+
+    monkeypatch.setattr(common, "MODEL_CHECKPOINT_EVERY_S", 0.0)  # one after every update
+    protocol = get_protocol("real", epochs=2, batch_size=400)  # 6 updates
+    whole = run_jobs([common.model_job(shapes_small, "convnet-tiny", protocol, Store(tmp_path / "whole"))], Store(tmp_path / "whole"))[0]
+    store, saving = Store(tmp_path / "killed"), Store.save
+    job = common.model_job(shapes_small, "convnet-tiny", protocol, store)
+
+    def killed_after_the_third(self, kind, config, tensors, meta=None, **kwargs):
+        saving(self, kind, config, tensors, meta, **kwargs)
+        if kind == "checkpoint" and meta["done"] == 3:
+            raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Store, "save", killed_after_the_third)
+        with pytest.raises(KeyboardInterrupt):
+            run_jobs([job], store)
+    assert not store.exists(job.kind, job.key) and len(list((store.root / "checkpoint").glob("*.safetensors"))) == 1
+    resumed_from = []
+    monkeypatch.setattr(common, "real_trained_model", lambda *args, **kwargs: resumed_from.append(int(kwargs["resume"]["done"]))
+                        or real_trained_model(*args, **kwargs))
+    resumed = run_jobs([job], store)[0]
+    assert resumed_from == [3] and read_sidecar(resumed.path)["cost"]["cpu_s"] > resumed.meta["earlier_cost"]["cpu_s"] > 0
+    assert resumed.tensors.keys() == whole.tensors.keys() and all(torch.equal(resumed.tensors[k], whole.tensors[k]) for k in whole.tensors)
+    assert not list((store.root / "checkpoint").glob("*.safetensors"))
