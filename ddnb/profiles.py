@@ -2,7 +2,7 @@
 
 | profile     | data    | target                      | budget                  |
 |-------------|---------|-----------------------------|-------------------------|
-| smoke       | shapes  | CI and tests                | whole book ~15 min from scratch on the slower 2-core host of 2026-12-07 (5 of them BPTT's and GM's sets) |
+| smoke       | shapes  | CI and tests                | whole book ~16 min from scratch on the slower 2-core host of 2026-12-07 (the CI run's durations: sets 7, their analyses and build 9) |
 | quick       | shapes  | any laptop; ``make book``   | <= 15 min on 2 cores (benchmarks/README.md) |
 | cifar10-cpu | CIFAR-10| 2-core CPU, resumable       | sets <= 60 min each; book 6 h or more of analyses on five sets (2026-12-07: 19 min a mixing curve per set, k = 2, 10, 50; 63 min for MTT's on a host 2x slower, partly beside a test run), over sessions |
 | paper       | CIFAR-10| one GPU, the paper's settings | hours                 |

@@ -69,7 +69,7 @@ PUBLISHED_ZCA = {10: True}
 # with a higher inner learning rate (0.05), window 10 of unrolls up to 20, image lr 0.03, 100 steps: 0.314 and 0.3025
 # under the smoke evaluation for seeds 0 and 1 (random real images 0.2695 and 0.227; tests/distill/test_presets.py asks
 # for 3 points over seed 0's) in 167 s on 2 cores; RaT-BPTT's Adam inner loop (lr 0.001) unrolled up to 100 steps with
-# a 20-step window over 200 steps did as well in 765 s, a third of a CI run. Image lr 0.1 with inner lr 0.01 fell
+# a 20-step window over 200 steps passed the same test in 765 s of a CI run (a third of it). Image lr 0.1 with inner lr 0.01 fell
 # below random (80 steps; 100 steps of a 5-step window of 10-step unrolls: 0.273). One process, 2026-12-07, not kept.
 # cifar10-cpu (default ConvNet): the inner loop is the evaluation's own (SGD lr 0.01, momentum 0.9, full batch,
 # no augmentation), window 10 of unrolls up to 20, 256 real images. In ZCA space, at equal CPU time (the former

@@ -58,7 +58,7 @@ CANDIDATES = {"cifar10-cpu": {"lr-images-0.1": Preset(200, _CPU), "lr-images-1":
 PRESETS = {
     # 5 outer loops of 5 inner steps, image lr 2, 45 steps: 0.3105 and 0.2935 under the smoke evaluation for seeds 0
     # and 1 (random images 0.2695 and 0.227; the preset test asks 3 points over seed 0's) in 120 s on 2 cores, against
-    # 0.313 in 258 s with 10 outer loops of 10 and image lr 0.5; with image lr 1, 0.298 for 45 steps and 0.302 for 60
+    # 10 outer loops of 10 at image lr 0.5 (0.313, measured earlier that day; 258 s in a CI run on the same host); with image lr 1, 0.298 for 45 steps and 0.302 for 60
     # (2026-12-07, one process, not kept)
     "smoke": Preset(45, GMOptions(outer_loop=5, inner_loop=5, real_per_class=32, lr_images=2.0, net="convnet-tiny")),
     # 10 steps: 0.296 over 3 paper300 seeds at quick in 38 s, against 0.301 in 80 s for 20 steps and 0.289 in 35 s for
