@@ -181,12 +181,13 @@ def build_parser() -> argparse.ArgumentParser:
     listed.add_argument("--costs", action="store_true", help="minutes of wall and CPU time by kind of job, costliest first")
     exported = store_commands.add_parser("export", help="copy every result a profile's book loads, with sidecars, into a folder "
                                                         "(for `ddnb store add` elsewhere; not the model pools and networks "
-                                                        "they were made from)")
+                                                        "they were made from, unless --partial)")
     exported.add_argument("folder", help="where to copy them (created)")
     exported.add_argument("--profile", default="quick", choices=list(PROFILES))
     exported.add_argument("--data", default=os.environ.get("DDNB_DATA"), help="the data set (default $DDNB_DATA, else the profile's)")
     exported.add_argument("--partial", action="store_true",
-                          help="copy the results made so far when some are missing (a book that grows across sessions)")
+                          help="copy the results made so far when some are missing, and the networks, pools and checkpoints "
+                               "the missing ones resume from (a book that grows across sessions)")
     exported.add_argument("--methods", nargs="*", default=None, choices=METHODS, metavar="METHOD",
                           help=f"whose sets (default all: {' '.join(METHODS)})")
     pruned = store_commands.add_parser("prune", help="delete the stale artifacts (made by an older version of their kind) "
@@ -443,13 +444,17 @@ def cmd_store(args: argparse.Namespace) -> None:
         print(cost_table(store.costs()) if args.costs else store_table(store.listing(), store.root))
         return
     if args.store_command == "export":
-        from ddnb.sections import BOOK_METHODS, export, open_inputs
+        from ddnb.sections import BOOK_METHODS, KEEP_INPUT_MAX_MB, export, open_inputs
 
         methods = BOOK_METHODS if args.methods is None else args.methods
-        copied, missing = export(open_inputs(args.profile, args.data, None, methods, store=store), args.folder, args.partial)
-        print(f"{len(copied)} results of profile {args.profile} copied to {args.folder}"
-              + (f"; {len(missing)} not made yet ({', '.join(sorted({job.kind for job in missing}))}), so no findings.json"
-                 if missing else ""))
+        done = export(open_inputs(args.profile, args.data, None, methods, store=store), args.folder, args.partial)
+        print(f"{len(done.results)} results of profile {args.profile} copied to {args.folder}"
+              + (f"; {len(done.missing)} not made yet ({', '.join(sorted({job.kind for job in done.missing}))}), so no findings.json"
+                 if done.missing else ""))
+        if done.inputs or done.too_large:
+            print(f"{len(done.inputs)} inputs they resume from copied beside them"
+                  + (f"; not copied, over {KEEP_INPUT_MAX_MB} MB (made again from the start): "
+                     + ", ".join(str(path) for path in done.too_large) if done.too_large else ""))
         return
     if args.store_command == "prune":
         removed = store.prune()

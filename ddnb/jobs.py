@@ -55,6 +55,7 @@ class Job:
     inputs: tuple = ()
     gpus: float = 0
     needs: tuple["Job", ...] = ()  # jobs whose artifacts ``make`` takes after ``inputs``; they are made first
+    checkpoint: dict[str, Any] | None = None  # key of the checkpoint a killed attempt leaves (kind "checkpoint")
 
     def maker(self, store: Store) -> Callable[[], tuple[dict[str, torch.Tensor], dict]]:
         """``make`` with its inputs and the artifacts of its ``needs``, from ``store`` when called (a need that is

@@ -21,23 +21,52 @@ def page_header(profile: str, data: str, device: str, seeds: Sequence[int], ipc:
     return "\n>\n".join(f"> {line}" for line in lines)
 
 
-def image_grid(pixels: torch.Tensor, labels: torch.Tensor, classes: Sequence[str], title: str = "", per_row: int | None = None):
-    """One row per class of images [N, 3, H, W] (un-normalised pixels, clipped to [0, 1] for display)."""
-    num_classes = len(classes)
-    per_class = max(1, len(pixels) // num_classes)
-    columns = per_row or per_class
-    figure, axes = plt.subplots(num_classes, columns, figsize=(columns * 0.8, num_classes * 0.8), squeeze=False)
-    order = torch.argsort(labels if labels.dim() == 1 else labels.argmax(1), stable=True)
-    for ax in axes.flat:
-        ax.axis("off")
-    for position, index in enumerate(order.tolist()):
-        row, column = divmod(position, per_class)
-        if column < columns:
-            axes[row, column].imshow(pixels[index].clamp(0, 1).permute(1, 2, 0).cpu().numpy())
-    for row, name in enumerate(classes):
-        axes[row, 0].text(-4, 16, name, ha="right", va="center", fontsize=8)
+_PAD = 1  # white pixels between tiled images
+
+
+def tile(rows: Sequence[Sequence[torch.Tensor | None]], pad: int = _PAD):
+    """One image [R*(H+pad)-pad, C*(W+pad)-pad, 3] (numpy, in [0, 1]) of ``rows`` of images [3, H, W] on a white
+    ground; a None or a short row leaves its cells white. One ``imshow`` of it draws a grid 10-30x faster than an
+    axes per image (2 s for 100 images at 32x32 on 2 cores), which is most of a page's execution time."""
+    first = next((image for row in rows for image in row if image is not None), None)
+    if first is None:
+        raise ValueError("no images to draw")
+    height, width = first.shape[-2:]
+    columns = max(len(row) for row in rows)
+    canvas = torch.ones(len(rows) * (height + pad) - pad, columns * (width + pad) - pad, 3)
+    for r, row in enumerate(rows):
+        for c, image in enumerate(row):
+            if image is not None:
+                top, left = r * (height + pad), c * (width + pad)
+                canvas[top:top + height, left:left + width] = image.detach().cpu().float().clamp(0, 1).permute(1, 2, 0)
+    return canvas.numpy()
+
+
+def _tiled_figure(rows: Sequence[Sequence[torch.Tensor | None]], row_names: Sequence[str], cell_inches: float,
+                  title: str = ""):
+    """A figure of ``rows`` of images drawn as one tiled image (``tile``), each row named on its left."""
+    grid = tile(rows)
+    height = (grid.shape[0] + _PAD) // len(rows) - _PAD
+    columns = max(len(row) for row in rows)
+    figure, ax = plt.subplots(figsize=(columns * cell_inches, len(rows) * cell_inches))
+    ax.imshow(grid, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([r * (height + _PAD) + height / 2 for r in range(len(rows))], list(row_names), fontsize=8)
+    ax.tick_params(length=0)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
     _title_just_above(figure, title)
     return figure
+
+
+def image_grid(pixels: torch.Tensor, labels: torch.Tensor, classes: Sequence[str], title: str = "", per_row: int | None = None):
+    """One row per class of images [N, 3, H, W] (un-normalised pixels, clipped to [0, 1] for display)."""
+    per_class = max(1, len(pixels) // len(classes))
+    columns = per_row or per_class
+    hard = labels if labels.dim() == 1 else labels.argmax(1)
+    rows = [[pixels[index] for index in (hard == c).nonzero().flatten()[:columns].tolist()] for c in range(len(classes))]
+    rows = [row or [None] for row in rows]
+    return _tiled_figure(rows, classes, 0.8, title)
 
 
 def _title_just_above(figure, title: str) -> None:
@@ -121,18 +150,10 @@ def feature_scatter(points: Mapping[str, torch.Tensor], test_labels: torch.Tenso
 def attribute_examples(pixels: torch.Tensor, attributes: Mapping[str, torch.Tensor], per_attribute: int = 10, title: str = ""):
     """One row per attribute: the first ``per_attribute`` images [N, 3, H, W] (pixels) that have it, so a
     reader can judge the rule that assigned it; the row label gives how many images have it."""
-    names = list(attributes)
-    figure, axes = plt.subplots(len(names), per_attribute, figsize=(per_attribute * 0.7, len(names) * 0.75), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for row, name in enumerate(names):
-        having = attributes[name].nonzero().flatten()[:per_attribute].tolist()
-        for column, index in enumerate(having):
-            axes[row, column].imshow(pixels[index].clamp(0, 1).permute(1, 2, 0).cpu().numpy())
-        axes[row, 0].text(-4, pixels.shape[-2] / 2, f"{name} ({int(attributes[name].sum())})", ha="right", va="center", fontsize=8)
-    _title_just_above(figure, title)
-    return figure
-
+    rows = [[pixels[index] for index in having.nonzero().flatten()[:per_attribute].tolist()] for having in attributes.values()]
+    rows = [row + [None] * (per_attribute - len(row)) for row in rows]  # an attribute with few images keeps the width
+    names = [f"{name} ({int(having.sum())})" for name, having in attributes.items()]
+    return _tiled_figure(rows, names, 0.7, title)
 
 
 # ---- page figures and tables: each takes a page's results (``ddnb.sections``) and draws or writes one element
@@ -192,20 +213,15 @@ def agreement_bars(agreements: Mapping[str, object]):
 
 
 def influence_grids(matrices: Mapping[str, object], sets: Mapping[str, object], test_pixels: torch.Tensor, per_set: int = 3):
-    """For ``per_set`` distilled images of each set: the image and the 9 test images its removal hurts most."""
+    """For ``per_set`` distilled images of each set: the image (first column) and the 9 test images its removal
+    hurts most, one figure per set."""
     figures = []
     for name, result in matrices.items():
         chosen = list(range(0, len(result.rows), max(1, len(result.rows) // per_set)))[:per_set]
-        figure, axes = plt.subplots(len(chosen), 10, figsize=(10, 1.1 * len(chosen)), squeeze=False)
         top = top_influenced(result.matrix.cpu(), 9)
-        for line, row in enumerate(chosen):
-            axes[line, 0].imshow(sets[name].pixels()[int(result.rows[row])].clamp(0, 1).permute(1, 2, 0).cpu())
-            for column, test_index in enumerate(top[row].tolist()):
-                axes[line, column + 1].imshow(test_pixels[test_index].clamp(0, 1).permute(1, 2, 0))
-        for ax in axes.flat:
-            ax.axis("off")
-        figure.suptitle(_name(name))
-        figures.append(figure)
+        images = sets[name].pixels()
+        rows = [[images[int(result.rows[row])]] + [test_pixels[index] for index in top[row].tolist()] for row in chosen]
+        figures.append(_tiled_figure(rows, [f"image {int(result.rows[row])}" for row in chosen], 1.0, _name(name)))
     return figures
 
 

@@ -6,7 +6,7 @@ import warnings  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from ddnb.viz import attribute_examples, curves, image_grid  # noqa: E402
+from ddnb.viz import attribute_examples, curves, image_grid, tile  # noqa: E402
 
 
 def _title_gap_inches(figure) -> float:
@@ -24,8 +24,21 @@ def _title_gap_inches(figure) -> float:
 ], ids=["image_grid", "attribute_examples"])
 def test_image_grids_have_a_row_per_class_and_their_title_just_above(draw):
     figure = draw()
-    assert len(figure.axes) == 20 and sum(bool(ax.images) for ax in figure.axes) == 20
+    (ax,) = figure.axes
+    assert ax.images[0].get_array().shape == (10 * 9 - 1, 2 * 9 - 1, 3)  # ten rows of two 8x8 images, 1-pixel gaps
+    assert [label.get_text().split(" ")[0] for label in ax.get_yticklabels()] == [str(c) for c in range(10)]
     assert _title_gap_inches(figure) < 0.3  # a reader sees which grid the title names
+
+
+def test_a_grid_shows_each_class_in_its_own_row_pixel_for_pixel():
+    pixels = torch.rand(6, 3, 4, 4)
+    labels = torch.tensor([2, 0, 1, 0, 2, 1])  # unsorted, as a set may be
+    shown = image_grid(pixels, labels, ["a", "b", "c"]).axes[0].images[0].get_array()
+    for row, indices in enumerate([[1, 3], [2, 5], [0, 4]]):
+        for column, index in enumerate(indices):
+            cell = shown[row * 5:row * 5 + 4, column * 5:column * 5 + 4]
+            assert torch.equal(torch.from_numpy(cell.data), pixels[index].permute(1, 2, 0))
+    assert (tile([[pixels[0]], [None]])[5:] == 1).all()  # an empty cell is white
 
 
 def test_curves_shade_nothing_where_the_spread_is_unknown():

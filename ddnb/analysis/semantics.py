@@ -13,7 +13,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from scipy.stats import hypergeom
 
 from ddnb.data.dataset import Dataset, Split
 from ddnb.data.shapes import BACKGROUND_NAMES, COLOUR_NAMES
@@ -117,6 +116,8 @@ def enrichment(scores: torch.Tensor, has_attribute: torch.Tensor, candidates: to
     top = top_influenced(scores[None], k, candidates)[0]
     hits = int(has_attribute[top].sum())
     base_rate = with_attribute / max(population, 1)
+    from scipy.stats import hypergeom  # here, not at the top: scipy.stats adds 1.3 s to every notebook kernel's start
+
     p_value = float(hypergeom.sf(hits - 1, population, with_attribute, k)) if with_attribute else 1.0
     ratio = (hits / k) / base_rate if base_rate > 0 else float("nan")
     return Enrichment(image, attribute, k, hits, base_rate, ratio, p_value)

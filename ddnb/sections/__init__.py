@@ -20,6 +20,7 @@ from typing import Sequence
 from ddnb.errors import DdnbError
 from ddnb.jobs import Job, Runner, job_id, run_jobs, waves
 from ddnb.sections import distillation, dynamics, findings, semantics, substitution
+from ddnb.distill.loop import CHECKPOINT_KIND
 from ddnb.sections.common import BOOK_METHODS, BookInputs, MissingResults, open_inputs
 from ddnb.store import Store, read_sidecar
 
@@ -97,28 +98,71 @@ def open_page(page: str, profile: str, data: str | None = None, ipc: int | None 
     return PAGES[_pages([page])[0]].load(inputs)
 
 
-def export(inputs: BookInputs, folder: str | Path, partial: bool = False) -> tuple[list[Path], list[Job]]:
+# inputs larger than this (a ResNet's checkpoint: 90 MB) are not kept by a partial export: a repository holds them
+# badly, and such a job is remade from its start instead
+KEEP_INPUT_MAX_MB = 50
+
+
+@dataclass
+class Exported:
+    """What ``export`` wrote: the ``results`` copied, the ``inputs`` copied beside them for the ``missing`` jobs
+    (finished networks and pools they are made from, checkpoints of killed trainings), and the inputs ``too_large``
+    to copy (over ``KEEP_INPUT_MAX_MB``)."""
+
+    results: list[Path]
+    inputs: list[Path]
+    missing: list[Job]
+    too_large: list[Path]
+
+
+def _copy(store: Store, kind: str, key: dict, folder: Path) -> Path:
+    path = store.path(kind, key)
+    for source in (path, path.with_suffix(".json")):
+        shutil.copy2(source, folder / f"{kind}-{source.name}")
+    return folder / f"{kind}-{path.name}"
+
+
+def _resumable_inputs(store: Store, missing: Sequence[Job], results: Sequence[Job]) -> list[tuple[str, dict]]:
+    """(kind, key) of what the ``missing`` jobs would resume from that is not one of the book's ``results``: their
+    needs that exist (a missing need's own needs instead) and the checkpoints a killed attempt left."""
+    found, seen, stack = [], {job_id(job) for job in results}, list(missing)
+    while stack:
+        job = stack.pop()
+        if job.checkpoint is not None and store.exists(CHECKPOINT_KIND, job.checkpoint):
+            found.append((CHECKPOINT_KIND, job.checkpoint))
+        for need in job.needs:
+            if job_id(need) not in seen:
+                seen.add(job_id(need))
+                if store.exists(need.kind, need.key):
+                    found.append((need.kind, need.key))
+                else:
+                    stack.append(need)
+    return found
+
+
+def export(inputs: BookInputs, folder: str | Path, partial: bool = False) -> Exported:
     """Copy every result the book of ``inputs`` loads (its sets and every page's jobs; not what those were made
     from, such as model pools) with their sidecars into ``folder``, ready for ``ddnb store add``, and beside them
     ``findings.json`` (``summary``: each set's accuracy and every finding, read from those results, for texts that
     quote them) and ``progress.json`` (results exported and missing, by kind; with ``sets``, ``set_accuracies``,
-    once every set is evaluated). Returns the copied artifacts and the jobs whose results are missing:
-    ``MissingResults`` unless ``partial``, which copies what there is (a long book kept across sessions) and
-    writes no ``findings.json``."""
+    once every set is evaluated). ``MissingResults`` when results are missing, unless ``partial``: that copies
+    what there is and what the missing results would resume from (``Exported.inputs``: a long book kept across
+    sessions) and writes no ``findings.json``."""
     jobs = inputs.set_jobs + page_jobs(inputs)
-    missing = [job for job in jobs if not inputs.store.exists(job.kind, job.key)]
+    store = inputs.store
+    missing = [job for job in jobs if not store.exists(job.kind, job.key)]
     if missing and not partial:
         raise MissingResults(missing, inputs.profile.name)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    copied, absent = [], {job_id(job) for job in missing}
-    for job in jobs:
-        if job_id(job) in absent:
-            continue
-        path = inputs.store.path(job.kind, job.key)
-        for source in (path, path.with_suffix(".json")):
-            shutil.copy2(source, folder / f"{job.kind}-{source.name}")
-        copied.append(folder / f"{job.kind}-{path.name}")
+    absent = {job_id(job) for job in missing}
+    results = [_copy(store, job.kind, job.key, folder) for job in jobs if job_id(job) not in absent]
+    kept, too_large = [], []
+    for kind, key in _resumable_inputs(store, missing, jobs):
+        if store.path(kind, key).stat().st_size > KEEP_INPUT_MAX_MB * 2**20:
+            too_large.append(store.path(kind, key))
+        else:
+            kept.append(_copy(store, kind, key, folder))
     counts = {"profile": inputs.profile.name, "data": inputs.profile.data.name, "results": len(jobs),
               "exported": dict(Counter(job.kind for job in jobs if job_id(job) not in absent)),
               "missing": dict(Counter(job.kind for job in missing))}
@@ -133,7 +177,7 @@ def export(inputs: BookInputs, folder: str | Path, partial: bool = False) -> tup
         findings_file.unlink(missing_ok=True)  # an older complete export's findings no longer describe this folder
     else:
         findings_file.write_text(json.dumps(book, indent=1) + "\n")
-    return copied, missing
+    return Exported(results, kept, missing, too_large)
 
 
 def set_accuracies(inputs: BookInputs) -> dict[str, dict]:

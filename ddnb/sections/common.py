@@ -176,7 +176,7 @@ MODEL_CHECKPOINT_EVERY_S = 300.0
 
 def _train_real(net: str, protocol: Protocol, seed: int, store: Store, key: dict, dataset: Dataset):
     """Train, keeping a checkpoint in ``store`` now and then and resuming from one left by a killed attempt."""
-    checkpoint_key, started = {"model": key}, (time.perf_counter(), time.process_time())
+    checkpoint_key, started = model_checkpoint_key(key), (time.perf_counter(), time.process_time())
     found = store.find(CHECKPOINT_KIND, checkpoint_key)  # a corrupt one: start over
     earlier = {} if found is None else found.meta.get("work_s", {})
 
@@ -190,11 +190,17 @@ def _train_real(net: str, protocol: Protocol, seed: int, store: Store, key: dict
     return model.state_dict(), meta | ({"earlier_cost": earlier} if earlier else {})
 
 
+def model_checkpoint_key(key: dict) -> dict:
+    """The store key of the checkpoint that the training of model ``key`` leaves while it runs."""
+    return {"model": key}
+
+
 def model_job(dataset: Dataset, net: str, protocol: Protocol, store: Store, seed: int = 0) -> Job:
     """A ``net`` trained on all of ``dataset.train`` with ``protocol`` (its state dict; meta: test accuracy); the
     training checkpoints to ``store`` and a killed one resumes there."""
     key = {"data": dataset.source, "net": net, "protocol": dataclasses.asdict(protocol), "seed": seed}
-    return data_job(MODEL_KIND, key, partial(_train_real, net, protocol, seed, store, key), dataset)
+    job = data_job(MODEL_KIND, key, partial(_train_real, net, protocol, seed, store, key), dataset)
+    return dataclasses.replace(job, checkpoint=model_checkpoint_key(key))
 
 
 def as_model(artifact: Artifact, net: str, dataset: Dataset) -> torch.nn.Module:

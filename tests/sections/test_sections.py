@@ -86,7 +86,7 @@ def test_export_then_add_into_an_empty_store_serves_every_page(reports, made, tm
     assert main(["store", "export", str(tmp_path / "kept"), "--profile", "smoke", "--methods", "random",
                  "--store", str(made.root)]) == 0
     files = sorted((tmp_path / "kept").glob("*.safetensors"))
-    # what the pages load, not the networks and pools it was made from
+    # what the pages load, not the networks and pools it was made from (a complete book needs none of them)
     assert {path.name.rsplit("-", 1)[0] for path in files} == {report.kind for report in reports} - {"model", "pool-early"}
     assert len([path for path in (tmp_path / "kept").glob("*.json") if path.name not in ("findings.json", "progress.json")]) == len(files)
     fresh = tmp_path / "fresh"
@@ -117,12 +117,33 @@ def test_export_then_add_into_an_empty_store_serves_every_page(reports, made, tm
         export(inputs, tmp_path / "x")
     (tmp_path / "x").mkdir()
     (tmp_path / "x" / "findings.json").write_text("{}")  # an earlier complete export's, now wrong
-    copied, missing = export(inputs, tmp_path / "x", partial=True)
-    assert sorted(path.name.split("-")[0] for path in copied) == ["distilled", "evaluation"]
-    assert len(copied) + len(missing) == len(inputs.set_jobs + page_jobs(inputs)) and not (tmp_path / "x" / "findings.json").exists()
+    done = export(inputs, tmp_path / "x", partial=True)
+    assert sorted(path.name.split("-")[0] for path in done.results) == ["distilled", "evaluation"] and done.inputs == []
+    assert len(done.results) + len(done.missing) == len(inputs.set_jobs + page_jobs(inputs))
+    assert not (tmp_path / "x" / "findings.json").exists()
     progress = json.loads((tmp_path / "x" / "progress.json").read_text())
-    assert progress["exported"] == {"distilled": 1, "evaluation": 1} and sum(progress["missing"].values()) == len(missing)
+    assert progress["exported"] == {"distilled": 1, "evaluation": 1} and sum(progress["missing"].values()) == len(done.missing)
     assert progress["sets"] == written["sets"]  # every set evaluated: their accuracies before the rest is made
+
+
+def test_a_partial_export_keeps_the_networks_and_checkpoints_the_missing_results_resume_from(reports, made, tmp_path):
+    """A book longer than a session: what its missing results are made from goes with the exported results, so the
+    next session (a fresh machine, the repository's files) goes on where this one stopped."""
+    inputs = open_inputs("smoke", methods=METHODS, device="cpu", store=made)
+    (model,) = PAGES["substitution"].model_jobs(inputs).values()
+    trained, stopped = Store(tmp_path / "trained"), Store(tmp_path / "stopped")
+    for store in (trained, stopped):
+        for job in inputs.set_jobs:
+            store.add(made.path(job.kind, job.key))
+    trained.add(made.path(model.kind, model.key))  # the network is trained, the scores it gives are not made
+    stopped.save("checkpoint", model.checkpoint, {"done": torch.tensor(3)}, {"done": 3})  # killed while training it
+    for store, kind in ((trained, "model"), (stopped, "checkpoint")):
+        done = export(open_inputs("smoke", methods=METHODS, device="cpu", store=store), tmp_path / kind, partial=True)
+        assert [path.name.split("-")[0] for path in done.inputs] == [kind] and done.too_large == []
+        fresh = Store(tmp_path / f"fresh-{kind}")
+        for path in done.results + done.inputs:
+            fresh.add(path)
+        assert fresh.exists(kind, model.key if kind == "model" else model.checkpoint)
 
 
 def test_ddnb_evaluate_gives_the_mean_of_the_books_table(reports, made, tmp_path, capsys):
