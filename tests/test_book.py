@@ -33,10 +33,12 @@ VERDICTS = ("holds", "partly", "does not hold")
 
 
 @pytest.fixture(scope="module")
-def complete_store(store, tmp_path_factory) -> Path:
+def complete_store(store, random_book, random_book_runs, tmp_path_factory) -> Path:
     """Every result of the smoke book, made by ``ddnb run`` in the session's store (whose smoke sets the preset
-    tests may have made already), exported and added into an empty store: the store the book is built from
-    (nothing it needs may be computed again)."""
+    tests may have made already, and where the random set's book is added first), exported and added into an empty
+    store: the store the book is built from (nothing it needs may be computed again)."""
+    for path in sorted(random_book.root.glob("*/*.safetensors")):
+        store.add(path)
     made, kept, fresh = store.root, *(tmp_path_factory.mktemp(name) for name in ("kept", "fresh"))
     assert main(["run", "--profile", "smoke", "--device", "cpu", "--store", str(made)]) == 0
     assert main(["store", "export", str(kept), "--profile", "smoke", "--store", str(made)]) == 0

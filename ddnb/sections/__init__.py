@@ -140,6 +140,18 @@ def _resumable_inputs(store: Store, missing: Sequence[Job], results: Sequence[Jo
     return found
 
 
+def _remove_inputs_no_longer_needed(folder: Path, kept: Sequence[Path]) -> None:
+    """Delete the inputs an earlier export of ``folder`` copied (its ``progress.json`` names them) that are not in
+    ``kept``: their results are made now, and a finished book's folder holds only results."""
+    try:
+        earlier = json.loads((folder / "progress.json").read_text()).get("inputs", [])
+    except (OSError, ValueError):
+        return
+    for name in set(earlier) - {path.name for path in kept}:
+        for path in (folder / name, (folder / name).with_suffix(".json")):
+            path.unlink(missing_ok=True)
+
+
 def export(inputs: BookInputs, folder: str | Path, partial: bool = False) -> Exported:
     """Copy every result the book of ``inputs`` loads (its sets and every page's jobs; not what those were made
     from, such as model pools) with their sidecars into ``folder``, ready for ``ddnb store add``, and beside them
@@ -163,9 +175,10 @@ def export(inputs: BookInputs, folder: str | Path, partial: bool = False) -> Exp
             too_large.append(store.path(kind, key))
         else:
             kept.append(_copy(store, kind, key, folder))
+    _remove_inputs_no_longer_needed(folder, kept)
     counts = {"profile": inputs.profile.name, "data": inputs.profile.data.name, "results": len(jobs),
               "exported": dict(Counter(job.kind for job in jobs if job_id(job) not in absent)),
-              "missing": dict(Counter(job.kind for job in missing))}
+              "missing": dict(Counter(job.kind for job in missing)), "inputs": [path.name for path in kept]}
     book = None if missing else summary(inputs)
     try:  # the sets' accuracies are the first thing a reader of an unfinished book asks for
         counts["sets"] = set_accuracies(inputs) if book is None else book["sets"]

@@ -12,25 +12,8 @@ from ddnb.errors import DdnbError
 from ddnb.jobs import job_id, run_jobs, waves
 from ddnb.sections import MissingResults, PAGES, export, open_inputs, open_page, page_jobs, run_profile
 from ddnb.store import Store, read_sidecar
+from tests.conftest import RANDOM_ONLY as METHODS
 from tests.forbid import forbid_compute, restore, snapshot
-
-METHODS = ["random"]  # no distiller: the pages' own jobs are what is tested here
-
-
-@pytest.fixture(scope="module")
-def made(tmp_path_factory) -> Store:
-    """A store holding every result of the smoke profile for the random set, made by ``run_profile``; the
-    distillation page first, then all (a killed run resumes the same way: what is there is loaded)."""
-    store = Store(tmp_path_factory.mktemp("made"))
-    first = run_profile("smoke", methods=METHODS, device="cpu", store=store, pages=["distillation"])
-    assert [(report.kind, report.made) for report in first] == [("distilled", True), ("evaluation", True)]
-    return store
-
-
-@pytest.fixture(scope="module")
-def reports(made):
-    return run_profile("smoke", methods=METHODS, device="cpu", store=made)
-
 
 @pytest.fixture()
 def no_compute():
@@ -40,21 +23,21 @@ def no_compute():
     restore(saved)
 
 
-def test_run_makes_every_job_once_and_reports_what_it_made(reports, made):
-    inputs = open_inputs("smoke", methods=METHODS, device="cpu", store=made)
+def test_run_makes_every_job_once_and_reports_what_it_made(random_book_runs, random_book):
+    inputs = open_inputs("smoke", methods=METHODS, device="cpu", store=random_book)
     planned = [job for wave in waves(page_jobs(inputs)) for job in wave]  # the listed results and what they need
-    assert [report.key for report in reports[1:]] == [job_id(job)[1] for job in planned]
-    made_now = {report.kind for report in reports if report.made}
+    assert [report.key for report in random_book_runs[1:]] == [job_id(job)[1] for job in planned]
+    made_now = {report.kind for report in random_book_runs if report.made}
     assert made_now == {"mixing", "model", "real-model-score", "feature-map", "pool-subset", "pool-early", "pool-early-curve",
                         "pool-agreement", "recognition", "curvature", "influence",
                         "influence-agreement"}  # the evaluation was made by the first, distillation-only run
-    assert all(report.minutes > 0 and report.peak_mb > 0 for report in reports if report.made)
-    again = run_profile("smoke", methods=METHODS, device="cpu", store=made)
+    assert all(report.minutes > 0 and report.peak_mb > 0 for report in random_book_runs if report.made)
+    again = run_profile("smoke", methods=METHODS, device="cpu", store=random_book)
     assert not any(report.made for report in again)
 
 
-def test_pages_load_their_results_without_computing_anything(reports, made, no_compute):
-    pages = {page: open_page(page, "smoke", methods=METHODS, device="cpu", store=str(made.root)) for page in PAGES}
+def test_pages_load_their_results_without_computing_anything(random_book_runs, random_book, no_compute):
+    pages = {page: open_page(page, "smoke", methods=METHODS, device="cpu", store=str(random_book.root)) for page in PAGES}
     evaluation = pages["distillation"].evaluations["random"]
     assert evaluation.accuracies.shape == (2,) and evaluation.predictions.shape == (2, 1000)
     assert pages["distillation"].own_space == {}  # the random set is in the plain space
@@ -82,12 +65,12 @@ def test_a_page_missing_results_names_them_and_the_command_that_makes_them(tmp_p
         run_profile("smoke", methods=METHODS, device="cpu", store=Store(tmp_path), pages=["nonsense"])
 
 
-def test_export_then_add_into_an_empty_store_serves_every_page(reports, made, tmp_path, capsys):
+def test_export_then_add_into_an_empty_store_serves_every_page(random_book_runs, random_book, tmp_path, capsys):
     assert main(["store", "export", str(tmp_path / "kept"), "--profile", "smoke", "--methods", "random",
-                 "--store", str(made.root)]) == 0
+                 "--store", str(random_book.root)]) == 0
     files = sorted((tmp_path / "kept").glob("*.safetensors"))
     # what the pages load, not the networks and pools it was made from (a complete book needs none of them)
-    assert {path.name.rsplit("-", 1)[0] for path in files} == {report.kind for report in reports} - {"model", "pool-early"}
+    assert {path.name.rsplit("-", 1)[0] for path in files} == {report.kind for report in random_book_runs} - {"model", "pool-early"}
     assert len([path for path in (tmp_path / "kept").glob("*.json") if path.name not in ("findings.json", "progress.json")]) == len(files)
     fresh = tmp_path / "fresh"
     assert main(["store", "add", *map(str, files), "--store", str(fresh)]) == 0
@@ -101,7 +84,7 @@ def test_export_then_add_into_an_empty_store_serves_every_page(reports, made, tm
     finally:
         restore(saved)
     written = json.loads((tmp_path / "kept" / "findings.json").read_text())
-    inputs = open_inputs("smoke", methods=METHODS, device="cpu", store=made)
+    inputs = open_inputs("smoke", methods=METHODS, device="cpu", store=random_book)
     rows = PAGES["findings"].load(inputs).rows
     assert [row["claim"] for row in written["findings"]] == [row.claim for row in rows] and rows
     assert [row["effect"] for row in written["findings"]] == pytest.approx([row.effect for row in rows], nan_ok=True)
@@ -126,16 +109,16 @@ def test_export_then_add_into_an_empty_store_serves_every_page(reports, made, tm
     assert progress["sets"] == written["sets"]  # every set evaluated: their accuracies before the rest is made
 
 
-def test_a_partial_export_keeps_the_networks_and_checkpoints_the_missing_results_resume_from(reports, made, tmp_path):
+def test_a_partial_export_keeps_the_networks_and_checkpoints_the_missing_results_resume_from(random_book_runs, random_book, tmp_path):
     """A book longer than a session: what its missing results are made from goes with the exported results, so the
     next session (a fresh machine, the repository's files) goes on where this one stopped."""
-    inputs = open_inputs("smoke", methods=METHODS, device="cpu", store=made)
+    inputs = open_inputs("smoke", methods=METHODS, device="cpu", store=random_book)
     (model,) = PAGES["substitution"].model_jobs(inputs).values()
     trained, stopped = Store(tmp_path / "trained"), Store(tmp_path / "stopped")
     for store in (trained, stopped):
         for job in inputs.set_jobs:
-            store.add(made.path(job.kind, job.key))
-    trained.add(made.path(model.kind, model.key))  # the network is trained, the scores it gives are not made
+            store.add(random_book.path(job.kind, job.key))
+    trained.add(random_book.path(model.kind, model.key))  # the network is trained, the scores it gives are not made
     stopped.save("checkpoint", model.checkpoint, {"done": torch.tensor(3)}, {"done": 3})  # killed while training it
     for store, kind in ((trained, "model"), (stopped, "checkpoint")):
         done = export(open_inputs("smoke", methods=METHODS, device="cpu", store=store), tmp_path / kind, partial=True)
@@ -144,14 +127,19 @@ def test_a_partial_export_keeps_the_networks_and_checkpoints_the_missing_results
         for path in done.results + done.inputs:
             fresh.add(path)
         assert fresh.exists(kind, model.key if kind == "model" else model.checkpoint)
+    for job in page_jobs(inputs):  # every score and map the network gives is made: the network is no longer kept
+        if job_id(model) in map(job_id, job.needs):
+            trained.add(random_book.path(job.kind, job.key))
+    export(open_inputs("smoke", methods=METHODS, device="cpu", store=trained), tmp_path / "model", partial=True)
+    assert not list((tmp_path / "model").glob("model-*"))
 
 
-def test_ddnb_evaluate_gives_the_mean_of_the_books_table(reports, made, tmp_path, capsys):
-    inputs = open_inputs("smoke", methods=METHODS, device="cpu", store=made)
+def test_ddnb_evaluate_gives_the_mean_of_the_books_table(random_book_runs, random_book, tmp_path, capsys):
+    inputs = open_inputs("smoke", methods=METHODS, device="cpu", store=random_book)
     table = PAGES["distillation"].load(inputs).evaluations["random"].accuracies
     path = inputs.sets["random"].save(tmp_path / "random")
     assert main(["evaluate", str(path), "--profile", "smoke", "--protocol", "paper300", "--seeds", "2", "--json",
-                 "--store", str(made.root), "--device", "cpu"]) == 0
+                 "--store", str(random_book.root), "--device", "cpu"]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed["mean"] == pytest.approx(float(table.mean()), abs=1e-7) and printed["accs"] == pytest.approx(table.tolist())
 
